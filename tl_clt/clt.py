@@ -1,0 +1,270 @@
+"""The cross-layer transcoder: per-layer encoders, decoders from each layer to itself and (for
+the paper's "cross_layer" form) every later layer.
+
+Shapes follow TransformerLens (`x @ W`): W_enc [n_enc, d_model, F], b_enc [n_enc, F], W_dec[s]
+[F, n_targets(s), d_model] stored per source layer s, b_dec [n_layers, d_model]. "per_layer"
+keeps only the s→s decoder; "shared" has one encoder and one decoder used at every layer
+(n_enc = 1). Per-layer `input_scale` / `output_scale` buffers hold the training normalisation;
+`fold_scales()` folds them into the weights where the architecture allows it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from tl_clt import nonlinearity
+from tl_clt.config import CLTConfig
+from tl_clt.errors import InputError
+from tl_clt.lens.adapter import HookedRootModule, HookPoint
+
+
+class SparseFeatures(NamedTuple):
+    """Active features of N tokens, padded to k per token and layer (padding has value 0)."""
+
+    indices: Int[Tensor, "n_tokens n_layers k"]
+    values: Float[Tensor, "n_tokens n_layers k"]
+
+
+class _LayerHooks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_feature_pre = HookPoint()  # [..., n_features] encoder pre-activations
+        self.hook_features = HookPoint()  # [..., n_features] feature activations
+        self.hook_recons = HookPoint()  # [..., d_model] reconstruction of the MLP output
+        self.hook_error = HookPoint()  # [..., d_model] MLP output minus reconstruction
+
+
+class CrossLayerTranscoder(HookedRootModule):
+    """A cross-layer, per-layer or shared transcoder, with a hook point per layer for
+    pre-activations, activations, reconstructions and error terms (`blocks.{l}.hook_*`)."""
+
+    def __init__(self, cfg: CLTConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        L, d, nf = cfg.n_layers, cfg.d_model, cfg.n_features
+        kw = {"device": device, "dtype": cfg.torch_dtype}
+        n_enc = 1 if cfg.architecture == "shared" else L
+        self.W_enc = nn.Parameter(torch.empty(n_enc, d, nf, **kw))
+        self.b_enc = nn.Parameter(torch.zeros(n_enc, nf, **kw))
+        self.W_dec = nn.ParameterList(
+            nn.Parameter(torch.empty(nf, self.n_targets(s), d, **kw)) for s in range(n_enc)
+        )
+        self.b_dec = nn.Parameter(torch.zeros(L, d, **kw))
+        if cfg.activation == "jumprelu":
+            self.threshold = nn.Parameter(torch.full((n_enc, nf), float(cfg.threshold_init), **kw))
+        elif cfg.activation == "batchtopk":
+            self.register_buffer("threshold", torch.full((n_enc, nf), float(cfg.threshold_init), **kw))
+        else:
+            self.threshold = None
+        self.register_buffer("input_scale", torch.ones(L, **kw))
+        self.register_buffer("output_scale", torch.ones(L, **kw))
+        self.blocks = nn.ModuleList(_LayerHooks() for _ in range(L))
+        self.reset_parameters()
+        self.setup()
+
+    # ------------------------------------------------------------------ structure
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Encoders U(±1/√F), decoders U(±1/√(L·d)), biases zero (the paper's initialisation)."""
+        cfg = self.cfg
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(cfg.n_features)
+            self.W_enc.uniform_(-bound, bound, generator=generator)
+            bound = 1.0 / math.sqrt(cfg.n_layers * cfg.d_model)
+            for w in self.W_dec:
+                w.uniform_(-bound, bound, generator=generator)
+            self.b_enc.zero_()
+            self.b_dec.zero_()
+
+    def n_targets(self, source: int) -> int:
+        """How many layers a source layer's features write to."""
+        return self.cfg.n_layers - source if self.cfg.architecture == "cross_layer" else 1
+
+    def targets(self, source: int) -> range:
+        """Layers that features read at `source` write to."""
+        return range(source, source + self.n_targets(source))
+
+    def sources(self, target: int) -> range:
+        """Layers whose features write to `target`."""
+        return range(0, target + 1) if self.cfg.architecture == "cross_layer" else range(target, target + 1)
+
+    def _enc(self, layer: int) -> int:
+        return 0 if self.cfg.architecture == "shared" else layer
+
+    def _check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.cfg.n_layers:
+            raise InputError(f"layer {layer} is out of range for a {self.cfg.n_layers}-layer transcoder")
+
+    @property
+    def device(self) -> torch.device:
+        return self.b_dec.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.b_dec.dtype
+
+    def fold_scales(self) -> None:
+        """Fold `input_scale` / `output_scale` into the weights (not possible for "shared", whose
+        one dictionary serves layers of different scales; its scales stay as buffers)."""
+        if self.cfg.architecture == "shared":
+            return
+        with torch.no_grad():
+            self.W_enc.mul_(self.input_scale[:, None, None])
+            for s, w in enumerate(self.W_dec):
+                w.div_(self.output_scale[s : s + w.shape[1]][None, :, None])
+            self.input_scale.fill_(1.0)
+            self.output_scale.fill_(1.0)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, directory) -> None:
+        """Save weights (safetensors) and config.json, atomically per file."""
+        from tl_clt.io import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None, dtype=None) -> CrossLayerTranscoder:
+        """Load a transcoder saved with `save_pretrained`, checking every shape and dtype."""
+        from tl_clt.io import from_pretrained
+
+        return from_pretrained(directory, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ effective weights
+    def W_enc_at(self, layer: int) -> Float[Tensor, "d_model n_features"]:
+        """Encoder of `layer` in the model's units (input scale folded in)."""
+        self._check_layer(layer)
+        return self.W_enc[self._enc(layer)] * self.input_scale[layer]
+
+    def b_enc_at(self, layer: int) -> Float[Tensor, " n_features"]:
+        return self.b_enc[self._enc(layer)]
+
+    def threshold_at(self, layer: int) -> Tensor | None:
+        return None if self.threshold is None else self.threshold[self._enc(layer)]
+
+    def W_dec_at(self, source: int, target: int) -> Float[Tensor, "n_features d_model"]:
+        """Decoder from `source` features to the `target` layer's output, in model units."""
+        self._check_layer(source)
+        if target not in self.targets(source):
+            raise InputError(f"features at layer {source} do not write to layer {target}")
+        w = self.W_dec[self._enc(source)][:, target - source]
+        return w / self.output_scale[target]
+
+    def decoder_norms(self) -> Float[Tensor, "n_enc n_features"]:
+        """Norm of each feature's concatenated decoders (to all the layers it writes to)."""
+        return torch.stack([w.flatten(1).norm(dim=-1) for w in self.W_dec])
+
+    # ------------------------------------------------------------------ encoding
+    def activate(self, h: Float[Tensor, "... n_features"], layer: int) -> Float[Tensor, "... n_features"]:
+        """The configured nonlinearity for `layer` (BatchTopK uses its threshold in eval mode)."""
+        act = self.cfg.activation
+        if act == "relu":
+            return nonlinearity.relu(h)
+        if act == "jumprelu":
+            return nonlinearity.jumprelu(h, self.threshold_at(layer))
+        if act == "topk":
+            return nonlinearity.topk(h, self.cfg.k)
+        if self.training:
+            return nonlinearity.batchtopk(h, self.cfg.k)
+        return h * (h > self.threshold_at(layer)).to(h.dtype)
+
+    def encode_layer(
+        self, x: Float[Tensor, "... d_model"], layer: int
+    ) -> Float[Tensor, "... n_features"]:
+        """Feature activations at one layer from that layer's input."""
+        hooks = self.blocks[layer]
+        h = hooks.hook_feature_pre(x @ self.W_enc_at(layer) + self.b_enc_at(layer))
+        return hooks.hook_features(self.activate(h, layer))
+
+    def pre_activations(
+        self, x: Float[Tensor, "... n_layers d_model"]
+    ) -> Float[Tensor, "... n_layers n_features"]:
+        """Encoder pre-activations of every layer at once (no hooks)."""
+        x = x * self.input_scale[:, None]
+        if self.cfg.architecture == "shared":
+            return x @ self.W_enc[0] + self.b_enc[0]
+        return torch.einsum("...ld,ldf->...lf", x, self.W_enc) + self.b_enc
+
+    def encode(
+        self, x: Float[Tensor, "... n_layers d_model"]
+    ) -> Float[Tensor, "... n_layers n_features"]:
+        """Feature activations of every layer from every layer's input."""
+        h = self.pre_activations(x)
+        acts = []
+        for layer, hooks in enumerate(self.blocks):
+            h_l = hooks.hook_feature_pre(h[..., layer, :])
+            acts.append(hooks.hook_features(self.activate(h_l, layer)))
+        return torch.stack(acts, dim=-2)
+
+    # ------------------------------------------------------------------ decoding
+    def decode_layer(
+        self, acts: Sequence[Float[Tensor, "... n_features"]], layer: int
+    ) -> Float[Tensor, "... d_model"]:
+        """Reconstruction of `layer`'s output from the activations of layers 0..layer
+        (`acts[s]` for source layer s; only the sources that write to `layer` are read)."""
+        out = self.b_dec[layer]
+        for s in self.sources(layer):
+            w = self.W_dec[self._enc(s)][:, layer - s]
+            out = out + (acts[s] @ w) / self.output_scale[layer]
+        return self.blocks[layer].hook_recons(out)
+
+    def decode(
+        self, acts: Float[Tensor, "... n_layers n_features"]
+    ) -> Float[Tensor, "... n_layers d_model"]:
+        """Reconstruction of every layer's output from dense activations."""
+        L = self.cfg.n_layers
+        out = [None] * L
+        for s in range(L):
+            w = self.W_dec[self._enc(s)]  # [F, T, d]
+            contrib = (acts[..., s, :] @ w.flatten(1)).unflatten(-1, w.shape[1:])
+            for j, t in enumerate(self.targets(s)):
+                out[t] = contrib[..., j, :] if out[t] is None else out[t] + contrib[..., j, :]
+        return self._finish(out)
+
+    def decode_sparse(
+        self, features: SparseFeatures, batch_shape: Sequence[int] | None = None
+    ) -> Float[Tensor, "... n_layers d_model"]:
+        """Reconstruction from active features only: reads just their decoder rows (one
+        `embedding_bag` per source layer), never a dense [tokens, layers, features] tensor."""
+        idx, val = features
+        L = self.cfg.n_layers
+        out = [None] * L
+        for s in range(L):
+            w = self.W_dec[self._enc(s)]  # [F, T, d]
+            contrib = F.embedding_bag(
+                idx[:, s], w.flatten(1), per_sample_weights=val[:, s].to(w.dtype), mode="sum"
+            ).unflatten(-1, w.shape[1:])
+            for j, t in enumerate(self.targets(s)):
+                out[t] = contrib[:, j] if out[t] is None else out[t] + contrib[:, j]
+        recon = self._finish(out)
+        return recon if batch_shape is None else recon.reshape(*batch_shape, L, self.cfg.d_model)
+
+    def _finish(self, out: list[Tensor]) -> Tensor:
+        recons = [
+            self.blocks[t].hook_recons(o / self.output_scale[t] + self.b_dec[t])
+            for t, o in enumerate(out)
+        ]
+        return torch.stack(recons, dim=-2)
+
+    def forward(
+        self, x: Float[Tensor, "... n_layers d_model"]
+    ) -> Float[Tensor, "... n_layers d_model"]:
+        """Reconstruct every layer's MLP output from every layer's MLP input."""
+        acts = self.encode(x)
+        if self.cfg.activation in ("topk", "batchtopk"):
+            return self.decode_sparse(to_sparse(acts, self.cfg.k), acts.shape[:-2])
+        return self.decode(acts)
+
+
+def to_sparse(acts: Float[Tensor, "... n_layers n_features"], k: int | None = None) -> SparseFeatures:
+    """Active features per token and layer, padded to the largest count (or to k)."""
+    flat = acts.reshape(-1, *acts.shape[-2:])
+    if k is None:
+        k = max(int((flat != 0).sum(-1).max()), 1) if flat.numel() else 1
+    values, indices = flat.abs().topk(min(k, flat.shape[-1]), dim=-1, sorted=False)
+    return SparseFeatures(indices, flat.gather(-1, indices))

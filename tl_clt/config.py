@@ -1,0 +1,192 @@
+"""Frozen, validated configurations: the transcoder's shape and the identity of its model.
+
+`CLTConfig` is the one source of truth for a transcoder's shape; it is saved as `config.json`
+beside the weights and checked again on load and before splicing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from tl_clt.errors import ConfigError
+
+Architecture = Literal["cross_layer", "per_layer", "shared"]
+Activation = Literal["relu", "jumprelu", "topk", "batchtopk"]
+DType = Literal["float32", "float64", "bfloat16", "float16"]
+
+#: Where a transcoder may read its inputs (per layer, TransformerLens 3.x-style names; the
+#: model interface maps them to the right hook under each TransformerLens major).
+INPUT_HOOKS = ("ln2.hook_normalized", "hook_resid_mid")
+#: Where a transcoder's reconstruction replaces the model's activations.
+OUTPUT_HOOKS = ("hook_mlp_out",)
+
+
+@dataclass(frozen=True)
+class WeightProcessing:
+    """TransformerLens weight processing that changes activations; a transcoder is valid only
+    for the processing it was trained with."""
+
+    fold_ln: bool = False
+    center_writing_weights: bool = False
+    center_unembed: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a transcoder was made for: the model's name, shape and weight processing."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    d_vocab: int
+    weight_processing: WeightProcessing = field(default_factory=WeightProcessing)
+
+    def mismatches(self, other: ModelIdentity) -> list[str]:
+        """Every field in which `other` differs from this identity, described for a person."""
+        out = []
+        for name in ("name", "n_layers", "d_model", "d_vocab"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                out.append(f"{name}: transcoder has {mine!r}, model has {theirs!r}")
+        for flag, mine in self.weight_processing.as_dict().items():
+            theirs = getattr(other.weight_processing, flag)
+            if mine != theirs:
+                out.append(f"weight processing {flag}: transcoder has {mine}, model has {theirs}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
+        data = dict(data)
+        data["weight_processing"] = WeightProcessing(**data.get("weight_processing", {}))
+        return _construct(cls, data, "model identity")
+
+
+@dataclass(frozen=True)
+class CLTConfig:
+    """The shape and kind of a cross-layer transcoder.
+
+    Attributes:
+        n_layers: number of transformer layers (MLPs) the transcoder replaces.
+        d_model: width of the residual stream.
+        n_features: features per layer (per source layer for "cross_layer" and "per_layer";
+            the size of the one dictionary for "shared").
+        architecture: "cross_layer" (the paper's CLT: each layer's features decode to that
+            layer and every later one), "per_layer" (one transcoder per MLP, a PLT) or "shared"
+            (one encoder/decoder pair used at every layer, as the seed notes describe).
+        activation: "relu" (with an L1 penalty in training), "jumprelu" (per-feature
+            threshold, the paper's), "topk" (k per token and layer) or "batchtopk" (k per
+            token and layer on average over a batch; a per-layer threshold at inference).
+        k: active features per token and layer for "topk" and "batchtopk"; None otherwise.
+        threshold_init: initial JumpReLU / BatchTopK threshold.
+        input_hook: per-layer hook the encoders read ("ln2.hook_normalized" is the MLP's
+            normalised input; "hook_resid_mid" is the residual stream before ln2).
+        output_hook: per-layer hook the decoders reconstruct ("hook_mlp_out").
+        dtype: parameter dtype.
+        model: identity of the model this transcoder was made for, or None if unknown.
+    """
+
+    n_layers: int
+    d_model: int
+    n_features: int
+    architecture: Architecture = "cross_layer"
+    activation: Activation = "relu"
+    k: int | None = None
+    threshold_init: float = 0.0
+    input_hook: str = "ln2.hook_normalized"
+    output_hook: str = "hook_mlp_out"
+    dtype: DType = "float32"
+    model: ModelIdentity | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_features"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"CLTConfig.{name} must be a positive integer, got {value!r}")
+        _check_choice("architecture", self.architecture, Architecture)
+        _check_choice("activation", self.activation, Activation)
+        _check_choice("dtype", self.dtype, DType)
+        _check_choice("input_hook", self.input_hook, INPUT_HOOKS)
+        _check_choice("output_hook", self.output_hook, OUTPUT_HOOKS)
+        if self.activation in ("topk", "batchtopk"):
+            if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0:
+                raise ConfigError(
+                    f"activation={self.activation!r} needs k, a positive integer (active "
+                    f"features per token and layer); got k={self.k!r}"
+                )
+            if self.k > self.n_features:
+                raise ConfigError(
+                    f"k={self.k} exceeds n_features={self.n_features}: a token cannot have more "
+                    "active features than the layer has; lower k or widen the transcoder"
+                )
+        elif self.k is not None:
+            raise ConfigError(
+                f"k={self.k} only applies to activation 'topk' or 'batchtopk', not "
+                f"{self.activation!r}; drop k or change the activation"
+            )
+        if not isinstance(self.threshold_init, (int, float)) or self.threshold_init < 0:
+            raise ConfigError(f"threshold_init must be >= 0, got {self.threshold_init!r}")
+        if self.model is not None:
+            if not isinstance(self.model, ModelIdentity):
+                raise ConfigError(f"model must be a ModelIdentity or None, got {self.model!r}")
+            if (self.model.n_layers, self.model.d_model) != (self.n_layers, self.d_model):
+                raise ConfigError(
+                    f"model identity has n_layers={self.model.n_layers}, d_model="
+                    f"{self.model.d_model} but the config says n_layers={self.n_layers}, "
+                    f"d_model={self.d_model}"
+                )
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def replace(self, **changes: Any) -> CLTConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"] = None if self.model is None else self.model.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CLTConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a CLT config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        if data.get("model") is not None:
+            data["model"] = ModelIdentity.from_dict(data["model"])
+        return _construct(cls, data, "CLT config")
+
+
+def _check_choice(name: str, value: Any, choices: Any) -> None:
+    allowed = get_args(choices) or tuple(choices)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _construct(cls: type, data: dict[str, Any], what: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{what} has unknown field(s) {unknown}; known fields: {sorted(fields)}")
+    required = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(f"{what} is missing required field(s) {missing}")
+    try:
+        return cls(**data)
+    except TypeError as exc:  # a wrongly typed nested value
+        raise ConfigError(f"{what} is malformed: {exc}") from exc

@@ -1,0 +1,34 @@
+"""Typed errors a user can cause. Each message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class TLCLTError(Exception):
+    """Base class of every error tl_clt raises on purpose."""
+
+
+class ConfigError(TLCLTError, ValueError):
+    """A configuration field is missing, out of range, or inconsistent with another field."""
+
+
+class ModelMismatchError(TLCLTError, ValueError):
+    """A transcoder does not fit the model it is being spliced into."""
+
+
+class UnknownHookError(TLCLTError, KeyError):
+    """A hook name that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(TLCLTError, OSError):
+    """A saved file is missing, truncated, or holds tensors of the wrong shape or dtype."""
+
+
+class InputError(TLCLTError, ValueError):
+    """Bad input to an analysis call: an empty prompt, a feature or layer out of range, ..."""
+
+
+class UnsupportedModelError(TLCLTError, NotImplementedError):
+    """A model family or option that tl_clt cannot handle yet."""

@@ -1,0 +1,8 @@
+"""The one interface over TransformerLens: `HookedTransformer` (3.x) and `TransformerBridge`
+(4.x), GPT-2-style, Llama-style and parallel-block models. Everything version- or
+architecture-specific about TransformerLens lives in this package and nowhere else."""
+
+from tl_clt.lens.adapter import TL_MAJOR, HookedRootModule, HookPoint, Lens
+from tl_clt.lens.build import from_hf, load_model, tiny_model
+
+__all__ = ["TL_MAJOR", "HookPoint", "HookedRootModule", "Lens", "from_hf", "load_model", "tiny_model"]

@@ -1,0 +1,217 @@
+"""`Lens`: a narrow view of a TransformerLens model: shape, hook names, tokens, unembedding.
+
+Hook names are TransformerLens 3.x-style strings (`blocks.{l}.hook_mlp_out`, ...). Under 4.x
+they are aliases of canonical names (`blocks.{l}.mlp.hook_out`); `Lens.canonical` maps one to
+the other, and a hook function sees the canonical name in `hook.name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
+from tl_clt.errors import InputError, UnknownHookError
+
+TL_MAJOR = int(version("transformer-lens").split(".")[0])
+
+if TL_MAJOR >= 4:
+    from transformer_lens import HookedRootModule
+else:
+    from transformer_lens.hook_points import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+__all__ = ["TL_MAJOR", "HookPoint", "HookedRootModule", "Lens"]
+
+Hook = tuple[str, Callable[..., Any]]
+
+
+class Lens:
+    """Wraps a `HookedTransformer` or `TransformerBridge`; `lens.model` is the model itself."""
+
+    def __init__(self, model: Any, weight_processing: WeightProcessing | None = None) -> None:
+        if isinstance(model, Lens):
+            model = model.model
+        if not hasattr(model, "hook_dict") or not hasattr(model, "cfg"):
+            raise TypeError(
+                f"expected a TransformerLens HookedTransformer or TransformerBridge, got "
+                f"{type(model).__name__}; build one with tl_clt.lens.from_hf(hf_model, tokenizer)"
+            )
+        self.model = model
+        cfg = model.cfg
+        self.n_layers: int = cfg.n_layers
+        self.d_model: int = cfg.d_model
+        self.d_vocab: int = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
+        self.n_ctx: int = cfg.n_ctx
+        self.parallel: bool = bool(getattr(cfg, "parallel_attn_mlp", False))
+        self.is_bridge: bool = type(model).__name__ == "TransformerBridge"
+        self._canonical = {name: hp.name or name for name, hp in model.hook_dict.items()}
+        self._weight_processing = weight_processing
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return str(getattr(self.model.cfg, "model_name", None) or "unnamed")
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_U.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_U.dtype
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def weight_processing(self) -> WeightProcessing:
+        """The processing applied to the weights, read off the weights themselves (a centred
+        matrix has zero mean over d_model) unless given when the Lens was made."""
+        if self._weight_processing is not None:
+            return self._weight_processing
+        cfg = self.model.cfg
+        norm = str(getattr(cfg, "normalization_type", "") or "")
+        fold_ln = norm.endswith("Pre") or bool(getattr(cfg, "layer_norm_folding", False))
+        with torch.no_grad():
+            writers = [self.W_E] + [self.model.blocks[i].mlp.W_out for i in range(self.n_layers)]
+            centred = all(bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers)
+            unembed = bool(self.W_U.float().mean(-1).abs().max() < 1e-6)
+        return WeightProcessing(fold_ln=fold_ln, center_writing_weights=centred, center_unembed=unembed)
+
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing())
+
+    # ------------------------------------------------------------------ hook names
+    def has_hook(self, name: str) -> bool:
+        return name in self._canonical
+
+    def hook(self, name: str) -> str:
+        """`name` itself, after checking the model has it."""
+        if name not in self._canonical:
+            near = sorted(n for n in self._canonical if n.split(".")[-1] == name.split(".")[-1])[:5]
+            raise UnknownHookError(
+                f"the model has no hook {name!r}" + (f"; similar hooks: {near}" if near else "")
+            )
+        return name
+
+    def canonical(self, name: str) -> str:
+        """The name a hook function sees in `hook.name` (differs from `name` under TL 4.x)."""
+        return self._canonical[self.hook(name)]
+
+    def _layer_hook(self, layer: int, site: str) -> str:
+        if not 0 <= layer < self.n_layers:
+            raise InputError(f"layer {layer} is out of range for a {self.n_layers}-layer model")
+        return self.hook(f"blocks.{layer}.{site}")
+
+    def mlp_in(self, layer: int, site: str = "ln2.hook_normalized") -> str:
+        """Hook of the MLP's input at `layer` (`site` is one of config.INPUT_HOOKS)."""
+        if site not in INPUT_HOOKS:
+            raise UnknownHookError(f"unknown MLP input site {site!r}; choose from {INPUT_HOOKS}")
+        if site == "hook_resid_mid" and self.parallel:
+            raise UnknownHookError(
+                "this model runs attention and MLP in parallel, so it has no hook_resid_mid; "
+                "read the MLP input at 'ln2.hook_normalized' instead"
+            )
+        return self._layer_hook(layer, site)
+
+    def mlp_out(self, layer: int, site: str = "hook_mlp_out") -> str:
+        if site not in OUTPUT_HOOKS:
+            raise UnknownHookError(f"unknown MLP output site {site!r}; choose from {OUTPUT_HOOKS}")
+        return self._layer_hook(layer, site)
+
+    def attn_pattern(self, layer: int) -> str:
+        return self._layer_hook(layer, "attn.hook_pattern")
+
+    def resid_pre(self, layer: int) -> str:
+        return self._layer_hook(layer, "hook_resid_pre")
+
+    def norm_scales(self) -> list[str]:
+        """Every normalisation-scale hook (ln1, ln2, final norm, any others), one name each."""
+        seen, out = set(), []
+        for name, canon in self._canonical.items():
+            if canon.endswith("hook_scale") and canon not in seen:
+                seen.add(canon)
+                out.append(name)
+        return out
+
+    def embeddings(self) -> list[str]:
+        """Hooks whose outputs sum to what a token contributes to the residual stream."""
+        return [n for n in ("hook_embed", "hook_pos_embed") if n in self._canonical]
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, " d_vocab"]:
+        b = getattr(self.model, "b_U", None)
+        return torch.zeros(self.d_vocab, device=self.W_U.device, dtype=self.W_U.dtype) if b is None else b
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.model.W_E
+
+    # ------------------------------------------------------------------ tokens
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> Int[Tensor, "batch pos"]:
+        if isinstance(text, str) and not text.strip():
+            raise InputError("the prompt is empty; give at least one token of text")
+        return self.model.to_tokens(text, prepend_bos=prepend_bos)
+
+    def to_str_tokens(self, tokens: str | Tensor) -> list[str]:
+        if isinstance(tokens, Tensor) and tokens.dim() == 2:
+            tokens = tokens[0]
+        return [str(t) for t in self.model.to_str_tokens(tokens)]
+
+    def tokens(self, prompt: str | Tensor) -> Int[Tensor, "1 pos"]:
+        """One prompt as a [1, pos] token tensor (text gets a BOS), checked against the context."""
+        toks = self.to_tokens(prompt) if isinstance(prompt, str) else prompt
+        if toks.dim() == 1:
+            toks = toks[None]
+        if toks.shape[-1] == 0:
+            raise InputError("the prompt is empty; give at least one token")
+        if toks.shape[-1] > self.n_ctx:
+            raise InputError(
+                f"the prompt has {toks.shape[-1]} tokens but the model's context is {self.n_ctx}; "
+                "shorten it"
+            )
+        if int(toks.max()) >= self.model.cfg.d_vocab or int(toks.min()) < 0:
+            raise InputError(f"token ids must lie in [0, {self.model.cfg.d_vocab})")
+        return toks.to(self.device)
+
+    # ------------------------------------------------------------------ running
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        fwd_hooks: Sequence[Hook] = (),
+        stop_at_layer: int | None = None,
+    ) -> Tensor:
+        """A forward pass with temporary hooks (removed afterwards, exceptions included).
+        Returns logits, or the residual stream before `stop_at_layer`."""
+        with self.hooks(fwd_hooks):
+            return self.model(tokens, stop_at_layer=stop_at_layer)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[Hook]) -> Iterator[None]:
+        for name, _ in fwd_hooks:
+            self.hook(name)
+        with self.model.hooks(fwd_hooks=list(fwd_hooks)):
+            yield
+
+    def run_with_cache(self, tokens: Tensor, names: Sequence[str], stop_at_layer: int | None = None):
+        """Logits (or residual) and a dict {requested name: activation}."""
+        cache: dict[str, Tensor] = {}
+        canon_to_req = {self.canonical(n): n for n in names}
+
+        def save(x: Tensor, hook) -> None:
+            cache[canon_to_req[hook.name]] = x
+
+        out = self.run(tokens, [(n, save) for n in names], stop_at_layer=stop_at_layer)
+        return out, cache

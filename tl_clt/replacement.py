@@ -1,0 +1,147 @@
+"""`ReplacementModel`: a TransformerLens model with a transcoder spliced in place of every MLP.
+
+`with rm.spliced(error=True):` replaces each MLP output by the transcoder's reconstruction
+plus the exact error term, so logits equal the original model's; `error=False` gives the pure
+replacement model. The error is a constant (detached): gradients flow through the features,
+never through the original MLPs. Hooks are removed on exit, exceptions included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from tl_clt import hooks as clt_hooks
+from tl_clt.clt import CrossLayerTranscoder
+from tl_clt.errors import ModelMismatchError, UnknownHookError
+from tl_clt.lens import Lens
+
+NamesFilter = Sequence[str] | Callable[[str], bool] | None
+
+
+class ReplacementModel:
+    """A model and a transcoder that fits it (checked on construction)."""
+
+    def __init__(self, model: Any, clt: CrossLayerTranscoder, check_identity: bool = True) -> None:
+        self.lens = model if isinstance(model, Lens) else Lens(model)
+        self.clt = clt.to(self.lens.device)
+        self._check(check_identity)
+        self._acts: list[Tensor | None] = [None] * self.n_layers
+
+    @property
+    def model(self) -> Any:
+        return self.lens.model
+
+    @property
+    def n_layers(self) -> int:
+        return self.clt.cfg.n_layers
+
+    def _check(self, check_identity: bool) -> None:
+        cfg, lens = self.clt.cfg, self.lens
+        if (cfg.n_layers, cfg.d_model) != (lens.n_layers, lens.d_model):
+            raise ModelMismatchError(
+                f"the transcoder has n_layers={cfg.n_layers}, d_model={cfg.d_model} but the "
+                f"model has n_layers={lens.n_layers}, d_model={lens.d_model}; use a transcoder "
+                "trained on this model"
+            )
+        try:
+            lens.mlp_in(0, cfg.input_hook)
+            lens.mlp_out(0, cfg.output_hook)
+        except UnknownHookError as exc:
+            raise ModelMismatchError(f"the transcoder's hooks do not fit this model: {exc}") from exc
+        if check_identity and cfg.model is not None:
+            problems = cfg.model.mismatches(lens.identity())
+            if problems:
+                raise ModelMismatchError(
+                    "the transcoder was made for a different model: " + "; ".join(problems)
+                    + ". Use the model it was trained on (same weights and weight processing),"
+                    " or pass check_identity=False if you are sure they match."
+                )
+
+    # ------------------------------------------------------------------ splicing
+    def splice_hooks(self, error: bool = True) -> list[tuple[str, Callable]]:
+        """The TransformerLens hooks that splice the transcoder in (for a user's own
+        `run_with_hooks`); `spliced()` is the context-manager form."""
+        cfg, lens = self.clt.cfg, self.lens
+        out = []
+        for layer in range(self.n_layers):
+            out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read_input, layer=layer)))
+            out.append((lens.mlp_out(layer, cfg.output_hook), partial(self._write_output, layer=layer, error=error)))
+        return out
+
+    def _read_input(self, x: Tensor, hook: Any, layer: int) -> None:
+        self._acts[layer] = self.clt.encode_layer(x.to(self.clt.dtype), layer)
+
+    def _write_output(self, mlp_out: Tensor, hook: Any, layer: int, error: bool) -> Tensor:
+        recon = self.clt.decode_layer(self._acts, layer)
+        if error:
+            err = self.clt.blocks[layer].hook_error((mlp_out.to(recon.dtype) - recon).detach())
+            recon = recon + err
+        return recon.to(mlp_out.dtype)
+
+    @contextmanager
+    def spliced(self, error: bool = True) -> Iterator[ReplacementModel]:
+        """Within the block, every forward pass of `self.model` runs through the transcoder."""
+        try:
+            with self.lens.hooks(self.splice_hooks(error)):
+                yield self
+        finally:
+            self._acts = [None] * self.n_layers
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, tokens: Int[Tensor, "batch pos"], error: bool = True) -> Tensor:
+        with self.spliced(error):
+            return self.model(tokens)
+
+    def run_with_hooks(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        fwd_hooks: Sequence[tuple[str, Callable]] = (),
+        error: bool = True,
+        spliced: bool = True,
+    ) -> Tensor:
+        """Logits with temporary hooks; names starting with `clt.` address the transcoder's
+        hook points (see `tl_clt.hooks`), the rest the model's."""
+        model_hooks = [(n, f) for n, f in fwd_hooks if not clt_hooks.is_clt_hook(n)]
+        clt_side = [(clt_hooks.strip(n), f) for n, f in fwd_hooks if clt_hooks.is_clt_hook(n)]
+        for name, _ in clt_side:
+            if name not in self.clt.hook_dict:
+                raise UnknownHookError(f"the transcoder has no hook 'clt.{name}'")
+        with ExitStack() as stack:
+            stack.enter_context(self.clt.hooks(fwd_hooks=clt_side))
+            if spliced:
+                stack.enter_context(self.spliced(error))
+            return self.lens.run(tokens, model_hooks)
+
+    def hook_names(self) -> list[str]:
+        """Every hook name `run_with_cache` and `run_with_hooks` accept."""
+        return [clt_hooks.PREFIX + n for n in self.clt.hook_dict] + list(self.lens._canonical)
+
+    def run_with_cache(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        names_filter: NamesFilter = None,
+        error: bool = True,
+        spliced: bool = True,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and a {name: activation} cache of the model's and the transcoder's hooks."""
+        names = self.hook_names()
+        if callable(names_filter):
+            names = [n for n in names if names_filter(n)]
+        elif names_filter is not None:
+            names = list(names_filter)
+        cache: dict[str, Tensor] = {}
+
+        def save(x: Tensor, hook: Any, key: str) -> None:
+            cache[key] = x.detach()
+
+        fwd = [(n, partial(save, key=n)) for n in names]
+        with torch.no_grad():
+            logits = self.run_with_hooks(tokens, fwd, error=error, spliced=spliced)
+        return logits, cache

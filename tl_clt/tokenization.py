@@ -1,0 +1,41 @@
+"""A word-level tokenizer in the standard Hugging Face format, so models that have no hub
+tokenizer still work with `to_tokens` / `to_str_tokens` under TransformerLens 3.x and 4.x."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tl_clt.errors import InputError
+
+BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
+SPECIALS = (BOS, PAD, UNK)
+
+
+def word_level_tokenizer(words: Iterable[str], directory: str | os.PathLike):
+    """Build a whitespace-split word-level tokenizer over `words` (specials first: <bos>,
+    <pad>, <unk>), save it to `directory` and return it reloaded from there (TransformerLens 4
+    needs a saved tokenizer: an unsaved one lacks `name_or_path`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for word in (*SPECIALS, *words):
+        if not word or any(ch.isspace() for ch in word):
+            raise InputError(f"vocabulary word {word!r} is empty or contains whitespace")
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=PAD, unk_token=UNK
+    )
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(directory))
+    return load_tokenizer(directory)
+
+
+def load_tokenizer(directory: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
