@@ -1,0 +1,5 @@
+import sys
+
+from tl_clt.cli import main
+
+sys.exit(main())

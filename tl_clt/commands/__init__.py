@@ -1,0 +1,1 @@
+"""Subcommands of `tl-clt` (see tl_clt/cli.py)."""
