@@ -203,7 +203,7 @@ class CrossLayerTranscoder(HookedRootModule):
 
     # ------------------------------------------------------------------ decoding
     def decode_layer(
-        self, acts: Sequence[Float[Tensor, "... n_features"]], layer: int
+        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
     ) -> Float[Tensor, "... d_model"]:
         """Reconstruction of `layer`'s output from the activations of layers 0..layer
         (`acts[s]` for source layer s; only the sources that write to `layer` are read)."""
@@ -256,8 +256,10 @@ class CrossLayerTranscoder(HookedRootModule):
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruct every layer's MLP output from every layer's MLP input."""
         acts = self.encode(x)
-        if self.cfg.activation in ("topk", "batchtopk"):
+        if self.cfg.activation == "topk":  # exactly k per token and layer
             return self.decode_sparse(to_sparse(acts, self.cfg.k), acts.shape[:-2])
+        if self.cfg.activation == "batchtopk":  # k per token on average
+            return self.decode_sparse(to_sparse(acts), acts.shape[:-2])
         return self.decode(acts)
 
 

@@ -190,7 +190,7 @@ def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
         raise ConfigError(f"{meta_path} describes a {meta['model_kind']!r}, not a cross_layer_transcoder")
     with _open(directory / "W_enc_0.safetensors") as h:
         nf, d = h.get_slice("W_enc_0").get_shape()
-        has_threshold = "threshold_0" in h.keys()
+        has_threshold = "threshold_0" in h.keys()  # noqa: SIM118 (safe_open has no __contains__)
     L = len(list(directory.glob("W_enc_*.safetensors")))
     if "tl_clt" in meta:
         cfg = CLTConfig.from_dict(meta["tl_clt"])

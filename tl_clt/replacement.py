@@ -4,12 +4,18 @@
 plus the exact error term, so logits equal the original model's; `error=False` gives the pure
 replacement model. The error is a constant (detached): gradients flow through the features,
 never through the original MLPs. Hooks are removed on exit, exceptions included.
+
+`rm.capture(tokens)` records one spliced run (attention patterns, normalisation scales, error
+terms, feature activations); `with rm.frozen(run):` is then the *local replacement model* of
+that prompt: patterns, scales and errors are held at their recorded values, so every path from
+one feature to another is linear (the regime attribution graphs describe).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,6 +29,29 @@ from tl_clt.errors import ModelMismatchError, UnknownHookError
 from tl_clt.lens import Lens
 
 NamesFilter = Sequence[str] | Callable[[str], bool] | None
+ErrorMode = bool | Sequence[Tensor]
+
+
+@dataclass
+class CleanRun:
+    """One spliced forward pass (error term kept), with everything the local replacement
+    model freezes. Per-layer lists are indexed by layer; dict keys are hook names."""
+
+    tokens: Tensor  # [batch, pos]
+    logits: Tensor  # [batch, pos, d_vocab]
+    patterns: dict[str, Tensor]  # attention patterns
+    scales: dict[str, Tensor]  # normalisation scales
+    errors: list[Tensor]  # [batch, pos, d_model] MLP output minus reconstruction
+    feature_pre: list[Tensor]  # [batch, pos, n_features]
+    features: list[Tensor]  # [batch, pos, n_features]
+    mlp_in: list[Tensor]  # [batch, pos, d_model] the transcoder's inputs
+
+
+def _held(value: Tensor) -> Callable:
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        return value.expand_as(x) if value.shape != x.shape else value
+
+    return hook
 
 
 class ReplacementModel:
@@ -65,7 +94,7 @@ class ReplacementModel:
                 )
 
     # ------------------------------------------------------------------ splicing
-    def splice_hooks(self, error: bool = True) -> list[tuple[str, Callable]]:
+    def splice_hooks(self, error: ErrorMode = True) -> list[tuple[str, Callable]]:
         """The TransformerLens hooks that splice the transcoder in (for a user's own
         `run_with_hooks`); `spliced()` is the context-manager form."""
         cfg, lens = self.clt.cfg, self.lens
@@ -78,16 +107,22 @@ class ReplacementModel:
     def _read_input(self, x: Tensor, hook: Any, layer: int) -> None:
         self._acts[layer] = self.clt.encode_layer(x.to(self.clt.dtype), layer)
 
-    def _write_output(self, mlp_out: Tensor, hook: Any, layer: int, error: bool) -> Tensor:
+    def _write_output(self, mlp_out: Tensor, hook: Any, layer: int, error: ErrorMode) -> Tensor:
         recon = self.clt.decode_layer(self._acts, layer)
-        if error:
-            err = self.clt.blocks[layer].hook_error((mlp_out.to(recon.dtype) - recon).detach())
-            recon = recon + err
-        return recon.to(mlp_out.dtype)
+        if error is True:
+            err = (mlp_out.to(recon.dtype) - recon).detach()
+        elif error is False:
+            return recon.to(mlp_out.dtype)
+        else:
+            err = error[layer]
+            err = err.expand_as(recon) if err.shape != recon.shape else err
+        return (recon + self.clt.blocks[layer].hook_error(err)).to(mlp_out.dtype)
 
     @contextmanager
-    def spliced(self, error: bool = True) -> Iterator[ReplacementModel]:
-        """Within the block, every forward pass of `self.model` runs through the transcoder."""
+    def spliced(self, error: ErrorMode = True) -> Iterator[ReplacementModel]:
+        """Within the block, every forward pass of `self.model` runs through the transcoder.
+        `error`: True keeps the exact error term, False drops it, and a per-layer list of
+        tensors adds those fixed error terms instead."""
         try:
             with self.lens.hooks(self.splice_hooks(error)):
                 yield self
@@ -95,7 +130,7 @@ class ReplacementModel:
             self._acts = [None] * self.n_layers
 
     # ------------------------------------------------------------------ running
-    def __call__(self, tokens: Int[Tensor, "batch pos"], error: bool = True) -> Tensor:
+    def __call__(self, tokens: Int[Tensor, "batch pos"], error: ErrorMode = True) -> Tensor:
         with self.spliced(error):
             return self.model(tokens)
 
@@ -103,7 +138,7 @@ class ReplacementModel:
         self,
         tokens: Int[Tensor, "batch pos"],
         fwd_hooks: Sequence[tuple[str, Callable]] = (),
-        error: bool = True,
+        error: ErrorMode = True,
         spliced: bool = True,
     ) -> Tensor:
         """Logits with temporary hooks; names starting with `clt.` address the transcoder's
@@ -127,7 +162,7 @@ class ReplacementModel:
         self,
         tokens: Int[Tensor, "batch pos"],
         names_filter: NamesFilter = None,
-        error: bool = True,
+        error: ErrorMode = True,
         spliced: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and a {name: activation} cache of the model's and the transcoder's hooks."""
@@ -145,3 +180,54 @@ class ReplacementModel:
         with torch.no_grad():
             logits = self.run_with_hooks(tokens, fwd, error=error, spliced=spliced)
         return logits, cache
+
+    # ------------------------------------------------------------------ local replacement model
+    def capture(self, tokens: Int[Tensor, "batch pos"]) -> CleanRun:
+        """Run once with the error term kept and record what the local replacement model
+        freezes, plus every layer's feature activations."""
+        L, lens = self.n_layers, self.lens
+        pattern_names = [lens.attn_pattern(layer) for layer in range(L)]
+        scale_names = lens.norm_scales()
+        clt_names = []
+        for layer in range(L):
+            clt_names += [clt_hooks.feature_pre(layer), clt_hooks.features(layer), clt_hooks.error(layer)]
+        in_names = [lens.mlp_in(layer, self.clt.cfg.input_hook) for layer in range(L)]
+        logits, cache = self.run_with_cache(
+            tokens, names_filter=pattern_names + scale_names + clt_names + in_names
+        )
+        return CleanRun(
+            tokens=tokens,
+            logits=logits.detach(),
+            patterns={n: cache[n] for n in pattern_names},
+            scales={n: cache[n] for n in scale_names},
+            errors=[cache[clt_hooks.error(layer)] for layer in range(L)],
+            feature_pre=[cache[clt_hooks.feature_pre(layer)] for layer in range(L)],
+            features=[cache[clt_hooks.features(layer)] for layer in range(L)],
+            mlp_in=[cache[n] for n in in_names],
+        )
+
+    def freeze_hooks(self, run: CleanRun, features: bool = False) -> list[tuple[str, Callable]]:
+        """Hooks holding attention patterns and normalisation scales (and, with `features`,
+        every feature activation) at their values in `run`; errors are held by `spliced`."""
+        hooks = [(n, _held(v)) for n, v in {**run.patterns, **run.scales}.items()]
+        if features:
+            hooks += [
+                (clt_hooks.features(layer), _held(run.features[layer])) for layer in range(self.n_layers)
+            ]
+        return hooks
+
+    @contextmanager
+    def frozen(self, run: CleanRun, features: bool = False) -> Iterator[ReplacementModel]:
+        """The local replacement model of `run`'s prompt: spliced with the recorded error
+        terms, attention patterns and normalisation scales frozen (and, with `features=True`,
+        every feature held at its recorded activation, so that only hooks added after these,
+        e.g. an intervention, change anything). Forward passes with the recorded tokens
+        reproduce `run.logits`."""
+        held = self.freeze_hooks(run, features)
+        model_side = [(n, f) for n, f in held if not clt_hooks.is_clt_hook(n)]
+        clt_side = [(clt_hooks.strip(n), f) for n, f in held if clt_hooks.is_clt_hook(n)]
+        with ExitStack() as stack:
+            stack.enter_context(self.clt.hooks(fwd_hooks=clt_side))
+            stack.enter_context(self.lens.hooks(model_side))
+            stack.enter_context(self.spliced(error=run.errors))
+            yield self

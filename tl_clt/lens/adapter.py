@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from transformer_lens.hook_points import HookPoint
+
 from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
 from tl_clt.errors import InputError, UnknownHookError
 
@@ -25,7 +27,6 @@ if TL_MAJOR >= 4:
     from transformer_lens import HookedRootModule
 else:
     from transformer_lens.hook_points import HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 __all__ = ["TL_MAJOR", "HookPoint", "HookedRootModule", "Lens"]
 
