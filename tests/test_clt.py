@@ -22,13 +22,19 @@ def brute_encode(clt, x, training=False):
             for f in range(F):
                 total = float(clt.b_enc[e, f])
                 for i in range(D):
-                    total += float(x[n, layer, i]) * float(clt.input_scale[layer]) * float(clt.W_enc[e, i, f])
+                    total += (
+                        float(x[n, layer, i])
+                        * float(clt.input_scale[layer])
+                        * float(clt.W_enc[e, i, f])
+                    )
                 h[n, layer, f] = total
     a = torch.zeros_like(h)
     for layer in range(L):
         e = 0 if shared else layer
         if cfg.activation == "batchtopk" and training:
-            flat = sorted(((float(h[n, layer, f]), n, f) for n in range(N) for f in range(F)), reverse=True)
+            flat = sorted(
+                ((float(h[n, layer, f]), n, f) for n in range(N) for f in range(F)), reverse=True
+            )
             for value, n, f in flat[: cfg.k * N]:
                 a[n, layer, f] = max(value, 0.0)
             continue
@@ -60,7 +66,9 @@ def brute_decode(clt, a):
                         continue
                     W = clt.W_dec[0 if cfg.architecture == "shared" else s]
                     for f in range(F):
-                        total += float(a[n, s, f]) * float(W[f, t - s if cfg.architecture == "cross_layer" else 0, i])
+                        total += float(a[n, s, f]) * float(
+                            W[f, t - s if cfg.architecture == "cross_layer" else 0, i]
+                        )
                 y[n, t, i] = total / float(clt.output_scale[t]) + float(clt.b_dec[t, i])
     return y
 
@@ -75,13 +83,19 @@ def test_encode_decode_match_brute_force(architecture, activation):
         expected = brute_encode(clt, x)
         assert (expected != 0).any() and (expected == 0).any()
         torch.testing.assert_close(acts.double(), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(clt.decode(acts).double(), brute_decode(clt, acts), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(clt(x).double(), brute_decode(clt, expected), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            clt.decode(acts).double(), brute_decode(clt, acts), atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            clt(x).double(), brute_decode(clt, expected), atol=1e-5, rtol=1e-5
+        )
         if activation == "batchtopk":
             clt.train()
             train_acts = clt.encode(x)
             clt.eval()
-            torch.testing.assert_close(train_acts.double(), brute_encode(clt, x, training=True), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                train_acts.double(), brute_encode(clt, x, training=True), atol=1e-5, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -153,7 +167,9 @@ def test_jumprelu_threshold_gets_straight_through_gradient():
     eps, theta = 0.1, torch.tensor([0.5, 1.0], requires_grad=True)
     h = torch.tensor([[0.48, 0.2], [0.53, 0.97], [0.7, 1.2], [0.449, 1.04]], requires_grad=True)
     out = nonlinearity.jumprelu(h, theta, eps)
-    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [0.53, 0.0], [0.7, 1.2], [0.0, 1.04]]))
+    torch.testing.assert_close(
+        out, torch.tensor([[0.0, 0.0], [0.53, 0.0], [0.7, 1.2], [0.0, 1.04]])
+    )
     out.sum().backward()
     near = torch.tensor([2.0, 2.0])  # 0.48, 0.53 near 0.5; 0.97, 1.04 near 1.0 (0.449 is outside)
     torch.testing.assert_close(theta.grad, -(theta.detach() / eps) * near)

@@ -49,6 +49,7 @@ def test_pure_replacement_equals_by_hand_hf_computation(family):
     hf = tiny_hf_model(family, seed=0)
     acts, handles = {}, []
     for layer, (norm, mlp) in enumerate(_hf_mlps(hf, family)):
+
         def pre(module, args, layer=layer, norm=norm):
             x = args[0]
             if getattr(norm, "bias", None) is not None:
@@ -91,7 +92,12 @@ def test_features_reachable_through_run_with_cache_and_hooks():
     logits, cache = rm.run_with_cache(tokens, names_filter=names)
     x = cache[lens.mlp_in(1)]
     torch.testing.assert_close(cache[H.features(1)], clt.encode_layer(x, 1).detach())
-    torch.testing.assert_close(cache["blocks.1.hook_mlp_out"], cache[H.recons(1)] + rm.capture(tokens).errors[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        cache["blocks.1.hook_mlp_out"],
+        cache[H.recons(1)] + rm.capture(tokens).errors[1],
+        atol=1e-5,
+        rtol=0,
+    )
     # an intervention through the documented hook name changes the output
     zeroed = rm.run_with_hooks(tokens, [(H.features(0), lambda a, hook: a * 0)], error=False)
     assert (zeroed - rm(tokens, error=False)).abs().max() > 1e-3

@@ -60,7 +60,9 @@ class CrossLayerTranscoder(HookedRootModule):
         if cfg.activation == "jumprelu":
             self.threshold = nn.Parameter(torch.full((n_enc, nf), float(cfg.threshold_init), **kw))
         elif cfg.activation == "batchtopk":
-            self.register_buffer("threshold", torch.full((n_enc, nf), float(cfg.threshold_init), **kw))
+            self.register_buffer(
+                "threshold", torch.full((n_enc, nf), float(cfg.threshold_init), **kw)
+            )
         else:
             self.threshold = None
         self.register_buffer("input_scale", torch.ones(L, **kw))
@@ -92,14 +94,20 @@ class CrossLayerTranscoder(HookedRootModule):
 
     def sources(self, target: int) -> range:
         """Layers whose features write to `target`."""
-        return range(0, target + 1) if self.cfg.architecture == "cross_layer" else range(target, target + 1)
+        return (
+            range(0, target + 1)
+            if self.cfg.architecture == "cross_layer"
+            else range(target, target + 1)
+        )
 
     def _enc(self, layer: int) -> int:
         return 0 if self.cfg.architecture == "shared" else layer
 
     def _check_layer(self, layer: int) -> None:
         if not 0 <= layer < self.cfg.n_layers:
-            raise InputError(f"layer {layer} is out of range for a {self.cfg.n_layers}-layer transcoder")
+            raise InputError(
+                f"layer {layer} is out of range for a {self.cfg.n_layers}-layer transcoder"
+            )
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +168,9 @@ class CrossLayerTranscoder(HookedRootModule):
         return torch.stack([w.flatten(1).norm(dim=-1) for w in self.W_dec])
 
     # ------------------------------------------------------------------ encoding
-    def activate(self, h: Float[Tensor, "... n_features"], layer: int) -> Float[Tensor, "... n_features"]:
+    def activate(
+        self, h: Float[Tensor, "... n_features"], layer: int
+    ) -> Float[Tensor, "... n_features"]:
         """The configured nonlinearity for `layer` (BatchTopK uses its threshold in eval mode)."""
         act = self.cfg.activation
         if act == "relu":
@@ -263,7 +273,9 @@ class CrossLayerTranscoder(HookedRootModule):
         return self.decode(acts)
 
 
-def to_sparse(acts: Float[Tensor, "... n_layers n_features"], k: int | None = None) -> SparseFeatures:
+def to_sparse(
+    acts: Float[Tensor, "... n_layers n_features"], k: int | None = None
+) -> SparseFeatures:
     """Active features per token and layer, padded to the largest count (or to k)."""
     flat = acts.reshape(-1, *acts.shape[-2:])
     if k is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, no_type_check
 
 from tl_clt.errors import ConfigError
 
@@ -69,6 +69,7 @@ class ModelIdentity:
         return _construct(cls, data, "model identity")
 
 
+@no_type_check  # validated in __post_init__ with messages a user can act on
 @dataclass(frozen=True)
 class CLTConfig:
     """The shape and kind of a cross-layer transcoder.

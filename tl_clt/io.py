@@ -68,7 +68,9 @@ def _read_tensor(handle, path: Path, key: str) -> Tensor:
     try:
         return handle.get_tensor(key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"tensor {key!r} in {path} cannot be read (truncated?): {exc}") from exc
+        raise CheckpointError(
+            f"tensor {key!r} in {path} cannot be read (truncated?): {exc}"
+        ) from exc
 
 
 def save_pretrained(clt: CrossLayerTranscoder, directory: str | os.PathLike) -> Path:
@@ -100,7 +102,7 @@ def from_pretrained(
     dtype: torch.dtype | None = None,
 ) -> CrossLayerTranscoder:
     """Load a transcoder saved by `save_pretrained`, checking every tensor against the config;
-    `dtype` converts after the check."""
+    `dtype` converts after the check. Returned in eval mode (BatchTopK then uses its threshold)."""
     directory = Path(directory)
     cfg = load_config(directory)
     clt = CrossLayerTranscoder(cfg, device="meta")
@@ -121,6 +123,7 @@ def from_pretrained(
             _check_tensor(path, key, tensor, tuple(ref.shape), cfg.torch_dtype)
             state[key] = tensor
     clt.load_state_dict(state, assign=True)
+    clt.eval()
     return clt.to(device=device, dtype=dtype) if (device or dtype) else clt
 
 
@@ -164,7 +167,11 @@ def export_circuit_tracer(
             for target in clt.targets(layer):
                 W_dec[:, target - layer] = clt.W_dec_at(layer, target)
             _save_tensors(directory / f"W_enc_{layer}.safetensors", enc, {"format": "pt"})
-            _save_tensors(directory / f"W_dec_{layer}.safetensors", {f"W_dec_{layer}": W_dec}, {"format": "pt"})
+            _save_tensors(
+                directory / f"W_dec_{layer}.safetensors",
+                {f"W_dec_{layer}": W_dec},
+                {"format": "pt"},
+            )
     arch = "per_layer" if cfg.architecture == "shared" else cfg.architecture
     ours = cfg.replace(architecture=arch).to_dict()
     meta = {
@@ -184,10 +191,14 @@ def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
     directory = Path(directory)
     meta_path = directory / "config.yaml"
     if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path} does not exist; is this a circuit-tracer CLT directory?")
+        raise CheckpointError(
+            f"{meta_path} does not exist; is this a circuit-tracer CLT directory?"
+        )
     meta = yaml.safe_load(meta_path.read_text()) or {}
     if meta.get("model_kind", "cross_layer_transcoder") != "cross_layer_transcoder":
-        raise ConfigError(f"{meta_path} describes a {meta['model_kind']!r}, not a cross_layer_transcoder")
+        raise ConfigError(
+            f"{meta_path} describes a {meta['model_kind']!r}, not a cross_layer_transcoder"
+        )
     with _open(directory / "W_enc_0.safetensors") as h:
         nf, d = h.get_slice("W_enc_0").get_shape()
         has_threshold = "threshold_0" in h.keys()  # noqa: SIM118 (safe_open has no __contains__)
@@ -202,7 +213,9 @@ def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
             output_hook=meta.get("feature_output_hook", "hook_mlp_out"),
         )  # fmt: skip
     if (cfg.n_layers, cfg.n_features, cfg.d_model) != (L, nf, d):
-        raise CheckpointError(f"{directory}: files hold {L} layers of {nf}x{d}, config says otherwise")
+        raise CheckpointError(
+            f"{directory}: files hold {L} layers of {nf}x{d}, config says otherwise"
+        )
     clt = CrossLayerTranscoder(cfg)
     with torch.no_grad():
         for layer in range(L):
@@ -220,4 +233,4 @@ def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
                 W_dec = _read_tensor(h, dec_path, f"W_dec_{layer}")
                 _check_tensor(dec_path, f"W_dec_{layer}", W_dec, (nf, L - layer, d), W_dec.dtype)
                 clt.W_dec[layer].copy_(W_dec[:, : clt.n_targets(layer)])
-    return clt
+    return clt.eval()

@@ -83,12 +83,15 @@ class ReplacementModel:
             lens.mlp_in(0, cfg.input_hook)
             lens.mlp_out(0, cfg.output_hook)
         except UnknownHookError as exc:
-            raise ModelMismatchError(f"the transcoder's hooks do not fit this model: {exc}") from exc
+            raise ModelMismatchError(
+                f"the transcoder's hooks do not fit this model: {exc}"
+            ) from exc
         if check_identity and cfg.model is not None:
             problems = cfg.model.mismatches(lens.identity())
             if problems:
                 raise ModelMismatchError(
-                    "the transcoder was made for a different model: " + "; ".join(problems)
+                    "the transcoder was made for a different model: "
+                    + "; ".join(problems)
                     + ". Use the model it was trained on (same weights and weight processing),"
                     " or pass check_identity=False if you are sure they match."
                 )
@@ -101,7 +104,12 @@ class ReplacementModel:
         out = []
         for layer in range(self.n_layers):
             out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read_input, layer=layer)))
-            out.append((lens.mlp_out(layer, cfg.output_hook), partial(self._write_output, layer=layer, error=error)))
+            out.append(
+                (
+                    lens.mlp_out(layer, cfg.output_hook),
+                    partial(self._write_output, layer=layer, error=error),
+                )
+            )
         return out
 
     def _read_input(self, x: Tensor, hook: Any, layer: int) -> None:
@@ -190,7 +198,11 @@ class ReplacementModel:
         scale_names = lens.norm_scales()
         clt_names = []
         for layer in range(L):
-            clt_names += [clt_hooks.feature_pre(layer), clt_hooks.features(layer), clt_hooks.error(layer)]
+            clt_names += [
+                clt_hooks.feature_pre(layer),
+                clt_hooks.features(layer),
+                clt_hooks.error(layer),
+            ]
         in_names = [lens.mlp_in(layer, self.clt.cfg.input_hook) for layer in range(L)]
         logits, cache = self.run_with_cache(
             tokens, names_filter=pattern_names + scale_names + clt_names + in_names
@@ -212,7 +224,8 @@ class ReplacementModel:
         hooks = [(n, _held(v)) for n, v in {**run.patterns, **run.scales}.items()]
         if features:
             hooks += [
-                (clt_hooks.features(layer), _held(run.features[layer])) for layer in range(self.n_layers)
+                (clt_hooks.features(layer), _held(run.features[layer]))
+                for layer in range(self.n_layers)
             ]
         return hooks
 

@@ -20,14 +20,18 @@ def run(args: argparse.Namespace) -> int:
     from tl_clt.lens import tiny_model
 
     lens = tiny_model(args.family)
-    cfg = CLTConfig(n_layers=lens.n_layers, d_model=lens.d_model, n_features=64, model=lens.identity())
+    cfg = CLTConfig(
+        n_layers=lens.n_layers, d_model=lens.d_model, n_features=64, model=lens.identity()
+    )
     rm = ReplacementModel(lens, CrossLayerTranscoder(cfg))
     tokens = lens.tokens(args.prompt)
     with torch.no_grad():
         original = lens.model(tokens)
         with_error = rm(tokens, error=True)
         pure = rm(tokens, error=False)
-    print(f"model: {lens.name} ({type(lens.model).__name__}), transcoder: random {cfg.architecture}")
+    print(
+        f"model: {lens.name} ({type(lens.model).__name__}), transcoder: random {cfg.architecture}"
+    )
     print(f"max |logit difference|, error term kept:    {(with_error - original).abs().max():.2e}")
     print(f"max |logit difference|, pure replacement: {(pure - original).abs().max():.2e}")
     return 0

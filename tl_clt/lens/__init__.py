@@ -5,4 +5,12 @@ architecture-specific about TransformerLens lives in this package and nowhere el
 from tl_clt.lens.adapter import TL_MAJOR, HookedRootModule, HookPoint, Lens
 from tl_clt.lens.build import from_hf, load_model, tiny_model
 
-__all__ = ["TL_MAJOR", "HookPoint", "HookedRootModule", "Lens", "from_hf", "load_model", "tiny_model"]
+__all__ = [
+    "TL_MAJOR",
+    "HookPoint",
+    "HookedRootModule",
+    "Lens",
+    "from_hf",
+    "load_model",
+    "tiny_model",
+]

@@ -79,14 +79,20 @@ class Lens:
         cfg = self.model.cfg
         norm = str(getattr(cfg, "normalization_type", "") or "")
         fold_ln = norm.endswith("Pre") or bool(getattr(cfg, "layer_norm_folding", False))
+        if self.is_bridge and getattr(self.model, "_weights_processed", False):
+            fold_ln = fold_ln or bool(getattr(self.model.adapter, "_fold_ln_requested", False))
         with torch.no_grad():
             writers = [self.W_E] + [self.model.blocks[i].mlp.W_out for i in range(self.n_layers)]
             centred = all(bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers)
             unembed = bool(self.W_U.float().mean(-1).abs().max() < 1e-6)
-        return WeightProcessing(fold_ln=fold_ln, center_writing_weights=centred, center_unembed=unembed)
+        return WeightProcessing(
+            fold_ln=fold_ln, center_writing_weights=centred, center_unembed=unembed
+        )
 
     def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing())
+        return ModelIdentity(
+            self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing()
+        )
 
     # ------------------------------------------------------------------ hook names
     def has_hook(self, name: str) -> bool:
@@ -143,7 +149,11 @@ class Lens:
 
     def embeddings(self) -> list[str]:
         """Hooks whose outputs sum to what a token contributes to the residual stream."""
-        return [n for n in ("hook_embed", "hook_pos_embed") if n in self._canonical]
+        learned_positions = (
+            getattr(self.model.cfg, "positional_embedding_type", "standard") == "standard"
+        )
+        names = ["hook_embed", "hook_pos_embed"] if learned_positions else ["hook_embed"]
+        return [n for n in names if n in self._canonical]
 
     # ------------------------------------------------------------------ weights
     @property
@@ -153,17 +163,23 @@ class Lens:
     @property
     def b_U(self) -> Float[Tensor, " d_vocab"]:
         b = getattr(self.model, "b_U", None)
-        return torch.zeros(self.d_vocab, device=self.W_U.device, dtype=self.W_U.dtype) if b is None else b
+        return (
+            torch.zeros(self.d_vocab, device=self.W_U.device, dtype=self.W_U.dtype)
+            if b is None
+            else b
+        )
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
         return self.model.W_E
 
     # ------------------------------------------------------------------ tokens
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> Int[Tensor, "batch pos"]:
+    def to_tokens(
+        self, text: str | Sequence[str], prepend_bos: bool = True
+    ) -> Int[Tensor, "batch pos"]:
         if isinstance(text, str) and not text.strip():
             raise InputError("the prompt is empty; give at least one token of text")
-        return self.model.to_tokens(text, prepend_bos=prepend_bos)
+        return self.model.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
 
     def to_str_tokens(self, tokens: str | Tensor) -> list[str]:
         if isinstance(tokens, Tensor) and tokens.dim() == 2:
@@ -205,7 +221,9 @@ class Lens:
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             yield
 
-    def run_with_cache(self, tokens: Tensor, names: Sequence[str], stop_at_layer: int | None = None):
+    def run_with_cache(
+        self, tokens: Tensor, names: Sequence[str], stop_at_layer: int | None = None
+    ):
         """Logits (or residual) and a dict {requested name: activation}."""
         cache: dict[str, Tensor] = {}
         canon_to_req = {self.canonical(n): n for n in names}

@@ -18,7 +18,9 @@ Family = Literal["gpt2", "llama", "neox"]
 Backend = Literal["auto", "hooked", "bridge"]
 
 
-def from_hf(hf_model: Any, tokenizer: Any, name: str | None = None, backend: Backend = "auto") -> Lens:
+def from_hf(
+    hf_model: Any, tokenizer: Any, name: str | None = None, backend: Backend = "auto"
+) -> Lens:
     """A TransformerLens model around a Hugging Face causal LM, no hub calls.
 
     backend "auto" gives a `TransformerBridge` under TransformerLens 4.x and a
@@ -53,7 +55,11 @@ def _hooked_from_hf(hf_model: Any, tokenizer: Any, name: str):
 
     c = hf_model.config
     arch = (c.architectures or [type(hf_model).__name__])[0]
-    common: dict[str, Any] = {"model_name": name, "original_architecture": arch, "dtype": hf_model.dtype}
+    common: dict[str, Any] = {
+        "model_name": name,
+        "original_architecture": arch,
+        "dtype": hf_model.dtype,
+    }
     if arch == "GPT2LMHeadModel":
         cfg = dict(
             d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head,
@@ -116,7 +122,9 @@ def _rope_theta(c: Any) -> float:
     return float(theta)
 
 
-def load_model(path_or_name: str | os.PathLike, backend: Backend = "auto", device: str | None = None) -> Lens:
+def load_model(
+    path_or_name: str | os.PathLike, backend: Backend = "auto", device: str | None = None
+) -> Lens:
     """A model from a local checkpoint directory (Hugging Face format, tokenizer included), or,
     only when no such directory exists, from the hub by name through TransformerLens."""
     path = Path(path_or_name)
@@ -126,7 +134,9 @@ def load_model(path_or_name: str | os.PathLike, backend: Backend = "auto", devic
         hf = AutoModelForCausalLM.from_pretrained(str(path))
         if device:
             hf = hf.to(device)
-        return from_hf(hf, AutoTokenizer.from_pretrained(str(path)), name=path.name, backend=backend)
+        return from_hf(
+            hf, AutoTokenizer.from_pretrained(str(path)), name=path.name, backend=backend
+        )
     if TL_MAJOR >= 4:
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -186,7 +196,9 @@ def tiny_hf_model(
     return model.eval()
 
 
-def tiny_model(family: Family = "gpt2", backend: Backend = "auto", seed: int = 0, **shape: Any) -> Lens:
+def tiny_model(
+    family: Family = "gpt2", backend: Backend = "auto", seed: int = 0, **shape: Any
+) -> Lens:
     """A tiny random model as a Lens, with a word-level tokenizer "w0 w1 ..." (for tests)."""
     from tl_clt.tokenization import SPECIALS, word_level_tokenizer
 
@@ -194,7 +206,9 @@ def tiny_model(family: Family = "gpt2", backend: Backend = "auto", seed: int = 0
     n_words = hf.config.vocab_size - len(SPECIALS)
     if n_words not in _TINY_TOKENIZERS:  # TL 3.x re-reads the tokenizer from its directory
         directory = tempfile.mkdtemp(prefix=f"tl_clt_tok{n_words}_")
-        _TINY_TOKENIZERS[n_words] = word_level_tokenizer([f"w{i}" for i in range(n_words)], directory)
+        _TINY_TOKENIZERS[n_words] = word_level_tokenizer(
+            [f"w{i}" for i in range(n_words)], directory
+        )
     return from_hf(hf, _TINY_TOKENIZERS[n_words], name=f"tiny-{family}-{seed}", backend=backend)
 
 
