@@ -187,9 +187,15 @@ class CrossLayerTranscoder(HookedRootModule):
         self, x: Float[Tensor, "... d_model"], layer: int
     ) -> Float[Tensor, "... n_features"]:
         """Feature activations at one layer from that layer's input."""
+        return self.encode_layer_with_pre(x, layer)[1]
+
+    def encode_layer_with_pre(
+        self, x: Float[Tensor, "... d_model"], layer: int
+    ) -> tuple[Float[Tensor, "... n_features"], Float[Tensor, "... n_features"]]:
+        """(pre-activations, activations) at one layer, through the layer's hook points."""
         hooks = self.blocks[layer]
         h = hooks.hook_feature_pre(x @ self.W_enc_at(layer) + self.b_enc_at(layer))
-        return hooks.hook_features(self.activate(h, layer))
+        return h, hooks.hook_features(self.activate(h, layer))
 
     def pre_activations(
         self, x: Float[Tensor, "... n_layers d_model"]

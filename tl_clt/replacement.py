@@ -190,9 +190,10 @@ class ReplacementModel:
         return logits, cache
 
     # ------------------------------------------------------------------ local replacement model
-    def capture(self, tokens: Int[Tensor, "batch pos"]) -> CleanRun:
-        """Run once with the error term kept and record what the local replacement model
-        freezes, plus every layer's feature activations."""
+    def capture(self, tokens: Int[Tensor, "batch pos"], error: bool = True) -> CleanRun:
+        """Run once spliced (error term kept, or dropped for the pure replacement model, whose
+        errors are then zero) and record what the local replacement model freezes, plus every
+        layer's feature activations."""
         L, lens = self.n_layers, self.lens
         pattern_names = [lens.attn_pattern(layer) for layer in range(L)]
         scale_names = lens.norm_scales()
@@ -205,8 +206,11 @@ class ReplacementModel:
             ]
         in_names = [lens.mlp_in(layer, self.clt.cfg.input_hook) for layer in range(L)]
         logits, cache = self.run_with_cache(
-            tokens, names_filter=pattern_names + scale_names + clt_names + in_names
+            tokens, names_filter=pattern_names + scale_names + clt_names + in_names, error=error
         )
+        if not error:
+            zero = torch.zeros_like(cache[in_names[0]], dtype=self.clt.dtype)
+            cache.update({clt_hooks.error(layer): zero for layer in range(L)})
         return CleanRun(
             tokens=tokens,
             logits=logits.detach(),

@@ -186,6 +186,17 @@ class Lens:
             tokens = tokens[0]
         return [str(t) for t in self.model.to_str_tokens(tokens)]
 
+    def vocabulary(self) -> list[str]:
+        """The string of every token id (for labelling logits)."""
+        if getattr(self, "_vocab", None) is None:
+            tok = self.tokenizer
+            ids = list(range(self.d_vocab))
+            self._vocab = [
+                t if t is not None else f"<id {i}>"
+                for i, t in zip(ids, tok.convert_ids_to_tokens(ids))
+            ]
+        return self._vocab
+
     def tokens(self, prompt: str | Tensor) -> Int[Tensor, "1 pos"]:
         """One prompt as a [1, pos] token tensor (text gets a BOS), checked against the context."""
         toks = self.to_tokens(prompt) if isinstance(prompt, str) else prompt
