@@ -3,6 +3,7 @@ every MLP, build attribution graphs, label features, and test claims with interv
 
 from tl_clt.clt import CrossLayerTranscoder, SparseFeatures
 from tl_clt.config import CLTConfig, ModelIdentity, WeightProcessing
+from tl_clt.effects import feature_effects
 from tl_clt.errors import (
     CheckpointError,
     ConfigError,
@@ -12,6 +13,8 @@ from tl_clt.errors import (
     UnknownHookError,
     UnsupportedModelError,
 )
+from tl_clt.generation import generate
+from tl_clt.interventions import Intervention, intervene
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 
@@ -21,6 +24,7 @@ __all__ = [
     "ConfigError",
     "CrossLayerTranscoder",
     "InputError",
+    "Intervention",
     "Lens",
     "ModelIdentity",
     "ModelMismatchError",
@@ -30,4 +34,7 @@ __all__ = [
     "UnknownHookError",
     "UnsupportedModelError",
     "WeightProcessing",
+    "feature_effects",
+    "generate",
+    "intervene",
 ]
