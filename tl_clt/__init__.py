@@ -12,6 +12,7 @@ from tl_clt.errors import (
     UnknownHookError,
     UnsupportedModelError,
 )
+from tl_clt.labels import FeatureIndex, build_feature_index
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 
@@ -20,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CrossLayerTranscoder",
+    "FeatureIndex",
     "InputError",
     "Lens",
     "ModelIdentity",
@@ -30,4 +32,5 @@ __all__ = [
     "UnknownHookError",
     "UnsupportedModelError",
     "WeightProcessing",
+    "build_feature_index",
 ]
