@@ -28,6 +28,7 @@ from tl_clt.labels.types import (
     Rule,
     Split,
     TokenEffect,
+    normalise,
 )
 
 
@@ -62,6 +63,10 @@ class FeatureIndex:
     @cached_property
     def vocab(self) -> list[str]:
         return [t for (t,) in self.conn.execute("SELECT token FROM vocab ORDER BY id")]
+
+    @cached_property
+    def normalised_vocab(self) -> list[str]:
+        return [normalise(t) for t in self.vocab]
 
     def check(self, layer: int, feature: int) -> FeatureId:
         if not (0 <= layer < self.n_layers and 0 <= feature < self.n_features):
@@ -131,9 +136,8 @@ class FeatureIndex:
         pools: dict[str, list[Context]] = {"train": [], "holdout": []}
         for split, tb in self.conn.execute("SELECT split, tokens FROM pool ORDER BY split, idx"):
             toks = store.unblob(tb, "<i4")
-            pools[split].append(
-                Context(tuple(self.vocab[t] if t >= 0 else None for t in toks), self.config.left)
-            )
+            words = tuple(self.normalised_vocab[t] if t >= 0 else None for t in toks)
+            pools[split].append(Context(words, self.config.left))
         return pools
 
     def negatives(self, layer: int, feature: int, split: Split) -> list[Context]:
@@ -171,7 +175,8 @@ class FeatureIndex:
         )  # fmt: skip
 
     def holdout_contexts(self, layer: int, feature: int) -> tuple[list[Context], list[Context]]:
-        """Held-out firing contexts (at their peaks) and held-out non-firing positions."""
+        """Held-out firing contexts (at their peaks, sampled in proportion to the peak
+        activation) and held-out positions where the feature does not fire."""
         pos = [e.context() for e in self.examples(layer, feature, "holdout")]
         return pos, self.negatives(layer, feature, "holdout")
 

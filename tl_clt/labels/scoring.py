@@ -1,9 +1,10 @@
 """Scoring labels by detection on held-out contexts: does the label's rule pick out the
 contexts where the feature fires from those where it does not?
 
-Positives are a uniform sample of held-out sequences where the feature fires, at their peaks;
-negatives are shared random held-out positions where it does not fire. Neither was seen by the
-explainer. The score is the balanced accuracy (TPR + TNR) / 2: a judge that guesses, at any
+Positives are held-out sequences where the feature fires, at their peaks, sampled in
+proportion to the peak activation (so clear firings weigh more than the faint tail, which every
+one of them still reaches); negatives are shared random held-out positions where it does not
+fire. Neither was seen by the explainer. The score is the balanced accuracy (TPR + TNR) / 2: a judge that guesses, at any
 rate, scores 0.5 in expectation (chance); 1.0 is perfect. A label counts as above chance when
 its score exceeds 0.5 by two standard errors of a guesser's score, 0.25·√(1/n_pos + 1/n_neg).
 

@@ -122,12 +122,14 @@ def default_source(lens: Any, batch_size: int = 64) -> TokenSource:
 def shipped_texts() -> Sequence[str]:
     """The shipped corpus's training texts, from `tl_clt.toy`."""
     toy = _toy()
-    for name in ("corpus_texts", "training_texts", "load_corpus"):
+    for name in ("corpus_texts", "load_corpus"):
         fn = getattr(toy, name, None)
         if callable(fn):
             texts = fn()
+            if callable(getattr(texts, "train_texts", None)):  # a toy Corpus
+                texts = texts.train_texts()
             return [getattr(t, "text", t) for t in texts]
-    raise InputError("tl_clt.toy offers no corpus texts (corpus_texts()); pass a token source")
+    raise InputError("tl_clt.toy offers no corpus texts (load_corpus()); pass a token source")
 
 
 def shipped_model_and_clt() -> tuple[Any, Any]:
@@ -154,11 +156,24 @@ def _toy():
 
 
 def shipped_token_classes() -> dict[str, list[str]]:
-    """Token classes of the shipped corpus (e.g. each state's cities), if `tl_clt.toy` names
-    any (`token_classes()`); empty otherwise."""
+    """Token classes of the shipped corpus: `tl_clt.toy.token_classes()` if it exists, else
+    read from its lexicon (each state: its name, capital and cities; each language: its antonym
+    words; each rhyme: its rhyming words); empty without `tl_clt.toy`."""
     try:
         toy = _toy()
     except InputError:
         return {}
     fn = getattr(toy, "token_classes", None)
-    return dict(fn()) if callable(fn) else {}
+    if callable(fn):
+        return dict(fn())
+    try:
+        from tl_clt.toy import lexicon as lx
+
+        classes = {state: [state, capital, *cities] for state, (capital, cities) in lx.STATES.items()}
+        for i, language in enumerate(lx.LANGUAGES):
+            classes[language] = [w for pairs in lx.ANTONYMS for w in pairs[i]]
+        for sound, pairs in lx.RHYMES.items():
+            classes[f"-{sound} rhymes"] = [word for word, _ in pairs]
+    except (ImportError, AttributeError, TypeError, ValueError, IndexError):
+        return {}
+    return classes

@@ -128,16 +128,15 @@ def write_features(
     n_features + feature) from a finished pass state."""
     st = {k: v.detach().cpu() for k, v in st.items()}
     layers, feats = (gids // n_features).tolist(), (gids % n_features).tolist()
-    fires = {p: st[f"{p}.fires"] for p in POOLS}
+    max_act = torch.where(torch.isfinite(st["top.key"][:, 0]), st["top.value"][:, 0], 0.0)
+    columns = [st[k].tolist() for k in ("n_fire", "n_seq_fire", "act_sum")]
+    columns.append(max_act.double().tolist())
+    hist = st["hist"].numpy().astype("<i8", copy=False)
+    fires = [st[f"{p}.fires"].T.contiguous().numpy() for p in POOLS]  # [n, pool]
     rows = []
     for j, (layer, feat) in enumerate(zip(layers, feats)):
-        top = st["top.key"][j, 0]
-        max_act = float(st["top.value"][j, 0]) if torch.isfinite(top) else 0.0
-        pools = [blob(fires[p][:, j].nonzero()[:, 0], "<i4") for p in POOLS]
-        rows.append(
-            (layer, feat, int(st["n_fire"][j]), int(st["n_seq_fire"][j]), float(st["act_sum"][j]),
-             max_act, blob(st["hist"][j], "<i8"), *pools)
-        )  # fmt: skip
+        pools = [np.flatnonzero(f[j]).astype("<i4").tobytes() for f in fires]
+        rows.append((layer, feat, *(c[j] for c in columns), hist[j].tobytes(), *pools))
     conn.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?)", rows)
     conn.executemany(
         "INSERT OR REPLACE INTO examples VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -154,14 +153,20 @@ def _example_rows(st: dict[str, Tensor], layers: list[int], feats: list[int]) ->
         order = torch.sort(
             torch.where(filled, value, -torch.inf), dim=1, descending=True, stable=True
         ).indices
-        for j in filled.any(1).nonzero()[:, 0].tolist():
-            n = int(filled[j].sum())
-            for rank, slot in enumerate(order[j, :n].tolist()):
+        counts = filled.sum(1).tolist()
+        fields = [st[f"{kind}.{f}"].gather(1, order).tolist() for f in ("seq", "pos")]
+        fields.append(value.double().gather(1, order).tolist())  # float32 values, exactly
+        toks = st[f"{kind}.tokens"].gather(1, order[..., None].expand_as(st[f"{kind}.tokens"]))
+        acts = st[f"{kind}.acts"].gather(1, order[..., None].expand_as(st[f"{kind}.acts"]))
+        toks = toks.numpy().astype("<i4", copy=False)
+        acts = acts.numpy().astype("<f4", copy=False)
+        for j, n in enumerate(counts):
+            seqs, poss, vals = (f[j] for f in fields)
+            for rank in range(n):
                 quantile = (n - 1 - rank) * N_QUANTILES // n if kind == "sample" else None
                 rows.append(
-                    (layers[j], feats[j], kind, rank, quantile, int(st[f"{kind}.seq"][j, slot]),
-                     int(st[f"{kind}.pos"][j, slot]), float(value[j, slot]),
-                     blob(st[f"{kind}.tokens"][j, slot], "<i4"), blob(st[f"{kind}.acts"][j, slot], "<f4"))
+                    (layers[j], feats[j], kind, rank, quantile, seqs[rank], poss[rank], vals[rank],
+                     toks[j, rank].tobytes(), acts[j, rank].tobytes())
                 )  # fmt: skip
     return rows
 

@@ -7,8 +7,11 @@ Per feature g (a column of the activations [batch, pos, G]):
 - example slots, each one sequence's peak (its largest activation of g, first position on ties)
   with a window of tokens and activations around it:
   "top": the k largest peaks, ties to the earlier sequence (so a stream equals a full sort);
-  "sample" / "holdout": a uniform sample of the sequences where g fires, among training /
-  held-out sequences: those with the smallest hash priority h(seq, g), order-free;
+  "sample": a uniform sample of the training sequences where g fires: those with the smallest
+  hash h(seq, g), order-free;
+  "holdout": a sample of the held-out sequences where g fires, drawn with probability
+  proportional to the peak activation a (weighted reservoir sampling: the largest log(u)/a,
+  u a uniform hash of (seq, g)), so scores weigh clear firings above the faint tail;
 - two pools ("pool_train", "pool_holdout") of random counted positions shared by all features
   (smallest h(seq, pos)), with which features fire there: the non-firing ones are negatives.
 
@@ -39,7 +42,8 @@ class IndexConfig:
     Attributes:
         k: top activating contexts per feature.
         n_samples: uniform sample of firing contexts (training split), shown by quantile.
-        n_holdout: uniform sample of firing contexts in the held-out split (for scoring).
+        n_holdout: firing contexts in the held-out split, sampled in proportion to their peak
+            activation (for scoring).
         n_pool: random positions per split, shared by all features (negatives).
         left, right: tokens kept before and after the peak in each context window.
         holdout_percent: share of sequences held out from labelling, for scoring.
@@ -116,8 +120,15 @@ def is_holdout(seq: Int[Tensor, " n"], cfg: IndexConfig) -> Bool[Tensor, " n"]:
 
 
 def sample_priority(seq: Tensor, gid: Tensor, cfg: IndexConfig) -> Tensor:
-    """Sampling key of (sequence, feature): larger is kept (minus a hash)."""
+    """Uniform sampling key of (sequence, feature): larger is kept (minus a hash)."""
     return -hash_ints(seq, gid, seed=cfg.seed + 2).double()
+
+
+def weighted_priority(seq: Tensor, gid: Tensor, value: Tensor, cfg: IndexConfig) -> Tensor:
+    """Activation-weighted sampling key: log(u) / value, u uniform in (0, 1) from a hash;
+    keeping the largest keys samples in proportion to `value` (Efraimidis and Spirakis)."""
+    u = (hash_ints(seq, gid, seed=cfg.seed + 4).double() + 0.5) / 2.0**53
+    return torch.log(u) / value.double()
 
 
 def pool_priority(seq: Tensor, pos: Tensor, cfg: IndexConfig) -> Tensor:
@@ -189,21 +200,24 @@ def update(
     """Fold one batch into the statistics. Rows are sequences seq0, seq0+1, ...; `gids` are
     the global ids of the activations' feature columns (they seed the sampling hashes)."""
     b = _Batch(cfg, tokens, real, acts, seq0)
-    fires = b.acts > 0
+    n = acts.shape[-1]
+    flat = b.acts.view(-1, n)
+    rows, cols = flat.nonzero(as_tuple=True)  # activations are >= 0: the firing ones
+    vals = flat[rows, cols]
     st["n_tokens"] += b.counted.sum()
-    st["n_fire"] += fires.sum((0, 1))
-    st["act_sum"] += b.acts.sum((0, 1), dtype=torch.float64)
-    _histogram(st["hist"], b.acts, fires)
-    peak_val, peak_pos = b.acts.max(dim=1)  # [B, n], first position of the maximum
+    st["n_fire"] += torch.bincount(cols, minlength=n)
+    st["act_sum"] += flat.sum(0).double()  # a plain reduction: deterministic on GPUs too
+    _histogram(st["hist"], cols, vals)
+    peak_val, peak_pos = _peaks(rows, cols, vals, tokens.shape, n)
     fired = peak_val > 0
     st["n_seq_fire"] += fired.sum(0)
     held = is_holdout(b.seq, cfg)[:, None]
-    prio = sample_priority(b.seq[:, None], gids[None, :].to(b.seq.device), cfg)
+    seqs, cols = b.seq[:, None], gids[None, :].to(b.seq.device)
     neg = torch.tensor(-math.inf, dtype=torch.float64, device=acts.device)
     keys = {
         "top": torch.where(fired, peak_val.double(), neg),
-        "sample": torch.where(fired & ~held, prio, neg),
-        "holdout": torch.where(fired & held, prio, neg),
+        "sample": torch.where(fired & ~held, sample_priority(seqs, cols, cfg), neg),
+        "holdout": torch.where(fired & held, weighted_priority(seqs, cols, peak_val, cfg), neg),
     }
     for name, key in keys.items():
         _merge_slots(st, name, key.T, b, peak_pos, peak_val)
@@ -211,16 +225,28 @@ def update(
     pos_prio = pool_priority(b.seq[:, None], positions[None, :], cfg)
     for name, split in (("pool_train", ~held), ("pool_holdout", held)):
         key = torch.where(b.counted & split, pos_prio, neg)
-        _merge_pool(st, name, key.flatten(), b, fires)
+        _merge_pool(st, name, key.flatten(), b)
 
 
-def _histogram(hist: Tensor, acts: Tensor, fires: Tensor) -> None:
-    cols = fires.nonzero()[:, 2]
-    if cols.numel() == 0:
-        return
-    edges = torch.tensor(HIST_EDGES, dtype=torch.float32, device=acts.device)
-    bins = torch.bucketize(torch.log10(acts[fires]), edges, right=True)
-    hist.view(-1).index_add_(0, cols * N_BINS + bins, torch.ones_like(cols))
+def _peaks(
+    rows: Tensor, cols: Tensor, vals: Tensor, shape: torch.Size, n: int
+) -> tuple[Tensor, Tensor]:
+    """Each sequence's largest activation of each feature and its first position [B, n]
+    (0 and 0 where the feature does not fire), from the firing entries only."""
+    B, T = shape
+    key = (rows // T) * n + cols
+    peak = vals.new_zeros(B * n).scatter_reduce_(0, key, vals, "amax")
+    first = vals.new_zeros(B * n, dtype=torch.int64).fill_(T)
+    top = vals == peak[key]
+    first.scatter_reduce_(0, key[top], rows[top] % T, "amin")
+    first[peak == 0] = 0
+    return peak.view(B, n), first.view(B, n)
+
+
+def _histogram(hist: Tensor, cols: Tensor, vals: Tensor) -> None:
+    edges = torch.tensor(HIST_EDGES, dtype=torch.float32, device=vals.device)
+    bins = torch.bucketize(torch.log10(vals), edges, right=True)
+    hist += torch.bincount(cols * N_BINS + bins, minlength=hist.numel()).view_as(hist)
 
 
 def _top(st_key: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
@@ -258,7 +284,7 @@ def _merge_slots(st, name, key: Tensor, b: _Batch, peak_pos: Tensor, peak_val: T
     st[f"{name}.acts"][g, s] = acts
 
 
-def _merge_pool(st, name, key: Tensor, b: _Batch, fires: Tensor) -> None:
+def _merge_pool(st, name, key: Tensor, b: _Batch) -> None:
     order, changed = _top(st[f"{name}.key"], key)
     if not bool(changed):
         return
@@ -276,4 +302,4 @@ def _merge_pool(st, name, key: Tensor, b: _Batch, fires: Tensor) -> None:
     st[f"{name}.seq"][slots] = b.seq[row]
     st[f"{name}.pos"][slots] = centre
     st[f"{name}.tokens"][slots] = b.windows(row, centre, None)[0]
-    st[f"{name}.fires"][slots] = fires[row, centre]
+    st[f"{name}.fires"][slots] = b.acts[row, centre] > 0

@@ -63,7 +63,21 @@ def balanced_accuracy(rule: Rule, positives: list[Context], negatives: list[Cont
 
 def window_negatives(ex: FeatureExamples) -> list[Context]:
     """Non-firing positions inside the feature's own top windows."""
-    return [Context(e.tokens, j) for e in ex.top for j, a in enumerate(e.acts) if a == 0]
+    out = []
+    for e in ex.top:
+        words = e.context().tokens
+        out += [Context(words, j) for j, a in enumerate(e.acts) if a == 0]
+    return out
+
+
+def _column(contexts: list[Context], offset: int) -> list[str]:
+    """The tokens at `offset` from each context's centre (where there is one)."""
+    out = []
+    for c in contexts:
+        i = c.centre + offset
+        if 0 <= i < len(c.tokens) and c.tokens[i] is not None:
+            out.append(c.tokens[i])
+    return out
 
 
 def set_cost(n: int, cfg: SummariserConfig) -> float:
@@ -82,8 +96,8 @@ def candidates(
     is the n with the largest TPR - fp_weight * FPR."""
     out = []
     for o in cfg.offsets:
-        pos = Counter(normalise(t) for c in positives if (t := c.at(o)) is not None)
-        neg = Counter(normalise(t) for c in negatives if (t := c.at(o)) is not None)
+        pos = Counter(_column(positives, o))
+        neg = Counter(_column(negatives, o))
         tpr = {t: n / len(positives) for t, n in pos.items()}
         fpr = {t: n / len(negatives) for t, n in neg.items()}
         gain = {t: tpr[t] - cfg.fp_weight * fpr.get(t, 0.0) for t in pos}

@@ -20,7 +20,8 @@ class FeatureId(NamedTuple):
 
 @dataclass(frozen=True)
 class Context:
-    """A window of tokens (None outside the sequence) and the position of interest in it."""
+    """A window of tokens (None outside the sequence) and the position of interest in it.
+    Tokens are normalised (`normalise`): this is what rules read."""
 
     tokens: tuple[str | None, ...]
     centre: int
@@ -49,8 +50,10 @@ class Example:
     peak: int
     quantile: int | None = None
 
-    def context(self) -> Context:
-        return Context(self.tokens, self.peak)
+    def context(self, centre: int | None = None) -> Context:
+        """The window as rules read it, around the peak (or `centre`)."""
+        tokens = tuple(normalise(t) for t in self.tokens)
+        return Context(tokens, self.peak if centre is None else centre)
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,7 @@ class Rule:
     name: str | None = None
 
     def matches(self, context: Context) -> bool:
-        for o in self.offsets:
-            tok = context.at(o)
-            if tok is not None and normalise(tok) in self.tokens:
-                return True
-        return False
+        return any(context.at(o) in self.tokens for o in self.offsets)
 
     def to_json(self) -> dict:
         return {"offsets": list(self.offsets), "tokens": sorted(self.tokens), "name": self.name}

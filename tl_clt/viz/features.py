@@ -30,13 +30,25 @@ def feature_card(index, layer: int, feature: int, n: int = 10) -> cv.Panel:
         f"<p>density {s.density:.3g} · max {s.max_act:.3f}{escape.text(score)}</p>"
     )
     panel = cv.Panel(title=f"feature {layer}:{feature}", header=header)
+    add_spaces = word_level(index.vocab)
     for kind, heading in (("top", "top contexts"), ("sample", "weaker contexts (strongest first)")):
         examples = index.examples(layer, feature, kind)[:n]
         if examples:
-            vis = cv.topk_samples([e.tokens for e in examples], [e.acts for e in examples],
-                                  title=f"{layer}:{feature}", label=text)  # fmt: skip
+            windows = [spaced(e.tokens, add_spaces) for e in examples]
+            vis = cv.topk_samples(windows, [e.acts for e in examples], f"{layer}:{feature}", text)
             panel.add(vis, f"<h4>{escape.text(heading)}</h4>")
     return panel
+
+
+def word_level(vocab: list[str]) -> bool:
+    """Whether tokens carry no spacing of their own (a word-level vocabulary): then they are
+    shown with a space between them."""
+    with_space = sum(1 for t in vocab if t[:1].isspace() or t.startswith("\u0120"))
+    return with_space < 0.05 * max(len(vocab), 1)
+
+
+def spaced(tokens: tuple[str, ...], add: bool) -> list[str]:
+    return [(" " + t if i and add else t) for i, t in enumerate(tokens)]
 
 
 def feature_payload(

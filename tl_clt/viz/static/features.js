@@ -106,6 +106,9 @@ var TLFeatures = (function () {
 
     function show(id) {
       var f = byId[id], detail = document.getElementById("detail");
+      Array.prototype.forEach.call(results.children, function (li) {
+        li.className = li.getAttribute("data-feature") === id ? "selected" : "";
+      });
       detail.textContent = "";
       detail.appendChild(f ? card(payload, f, meta.hist_edges) : el("p", { "class": "hint" }, ["no feature " + id]));
     }
