@@ -46,6 +46,9 @@ def test_pages_forbid_the_network():
     )
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", html)
     assert html.count("<script") == 2  # the data element and the one script
+    frame = Page("t", data={"d": [SCRIPT]})._repr_html_()  # notebooks: the page in an iframe
+    assert frame.startswith("<iframe srcdoc=") and "<script" not in frame
+    assert html_module.unescape(frame.split('"')[1]) == Page("t", data={"d": [SCRIPT]}).html()
 
 
 @pytest.fixture(scope="module")
