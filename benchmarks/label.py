@@ -65,6 +65,14 @@ def random_setup(n_tokens: int, n_features: int, seq_len: int):
     return name, lens, clt, tokens, {}
 
 
+def have_shipped_clt() -> bool:
+    try:
+        import tl_clt.toy as toy
+    except ImportError:
+        return False
+    return callable(getattr(toy, "load_clt", None))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=1_000_000)
@@ -78,18 +86,10 @@ def main() -> None:
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    try:
-        import tl_clt.toy as toy
-
-        have_shipped = callable(getattr(toy, "load_clt", None)) and not args.random
-    except ImportError:
-        have_shipped = False
-    setup = (
-        shipped(args.tokens)
-        if have_shipped
-        else random_setup(args.tokens, args.features, args.seq_len)
-    )
-    name, lens, clt, source, classes = setup
+    if have_shipped_clt() and not args.random:
+        name, lens, clt, source, classes = shipped(args.tokens)
+    else:
+        name, lens, clt, source, classes = random_setup(args.tokens, args.features, args.seq_len)
     Path(args.out).unlink(missing_ok=True)
     t0 = time.perf_counter()
     index = build_feature_index(clt, lens, source, args.out, IndexConfig(), batch_size=args.batch_size,
@@ -124,15 +124,22 @@ def main() -> None:
             f"{summary.n_above_chance:,} = {100 * summary.fraction_above_chance:.1f}%",
         ),
     ]
-    conn = sqlite3.connect(args.out)
+    print_table(rows + table_sizes(args.out))
+
+
+def table_sizes(path: str) -> list[tuple[str, str]]:
+    """Disk size of each table above 0.1 MB (where SQLite has the dbstat table)."""
+    conn = sqlite3.connect(path)
     try:
-        per_table = conn.execute(
-            "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
-        ).fetchall()
-        rows += [(f"  table {t}", f"{b / 1e6:.1f} MB") for t, b in per_table if b > 1e5]
+        rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+        return [(f"  table {t}", f"{b / 1e6:.1f} MB") for t, b in rows.fetchall() if b > 1e5]
     except sqlite3.OperationalError:
-        pass
-    conn.close()
+        return []
+    finally:
+        conn.close()
+
+
+def print_table(rows: list[tuple[str, object]]) -> None:
     width = max(len(k) for k, _ in rows)
     print("| " + "measure".ljust(width) + " | value |\n|" + "-" * (width + 2) + "|-------|")
     for k, v in rows:
