@@ -15,6 +15,7 @@ from tl_clt.errors import (
 )
 from tl_clt.generation import generate
 from tl_clt.interventions import Intervention, intervene
+from tl_clt.labels import FeatureIndex, build_feature_index
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 
@@ -23,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CrossLayerTranscoder",
+    "FeatureIndex",
     "InputError",
     "Intervention",
     "Lens",
@@ -34,6 +36,7 @@ __all__ = [
     "UnknownHookError",
     "UnsupportedModelError",
     "WeightProcessing",
+    "build_feature_index",
     "feature_effects",
     "generate",
     "intervene",

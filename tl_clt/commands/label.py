@@ -1,0 +1,122 @@
+"""`tl-clt label`: build a feature index (top contexts, samples, density, histograms, logit
+effects) for a CLT over a corpus, label every live feature and score the labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+HELP = "index a CLT's features over a corpus, label them and score the labels"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clt", help="CLT directory (default: the shipped CLT)")
+    parser.add_argument(
+        "--model", help="model directory in Hugging Face format (default: the shipped model)"
+    )
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--texts", help="text file, one text per line (default: the shipped corpus)")
+    data.add_argument(
+        "--tokens", help="safetensors file holding a 'tokens' tensor [n_seq, seq_len]"
+    )
+    parser.add_argument(
+        "--out", default="features.db", help="SQLite file to write (default: %(default)s)"
+    )
+    parser.add_argument("--k", type=int, default=20, help="top contexts kept per feature")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--features-per-pass",
+        type=int,
+        help="index features in slices of this size (bounds memory)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an index made with other settings"
+    )
+    parser.add_argument("--no-labels", action="store_true", help="build the index only")
+    parser.add_argument(
+        "--explainer", help="also label with this explainer, 'package.module:callable'"
+    )
+    parser.add_argument(
+        "--classes", help="JSON file {class name: [tokens]} of token classes for labels"
+    )
+    parser.add_argument("--html", help="also write the feature browser to this HTML file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _inputs(args):
+    import torch
+
+    from tl_clt.clt import CrossLayerTranscoder
+    from tl_clt.errors import InputError
+    from tl_clt.labels.source import shipped_token_classes
+
+    clt = CrossLayerTranscoder.from_pretrained(args.clt) if args.clt else None
+    model = None
+    if args.model:
+        from tl_clt.lens import load_model
+
+        model = load_model(args.model)
+    if clt is None and model is not None:
+        raise InputError("--model needs --clt (a CLT trained on that model)")
+    source = None
+    if args.texts:
+        source = [
+            line
+            for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    elif args.tokens:
+        from safetensors.torch import load_file
+
+        tensors = load_file(args.tokens)
+        if "tokens" not in tensors:
+            raise InputError(f"{args.tokens} holds no 'tokens' tensor (it has {sorted(tensors)})")
+        source = tensors["tokens"].to(torch.long)
+    classes = (
+        json.loads(Path(args.classes).read_text())
+        if args.classes
+        else (shipped_token_classes() if clt is None else {})
+    )
+    return clt, model, source, classes
+
+
+def run(args: argparse.Namespace) -> int:
+    from tl_clt.labels import (
+        IndexConfig,
+        build_feature_index,
+        label_features,
+        load_explainer,
+        score_labels,
+    )
+    from tl_clt.labels.scoring import score_summary
+
+    clt, model, source, classes = _inputs(args)
+    start = time.perf_counter()
+    index = build_feature_index(
+        clt, model, source, args.out, IndexConfig(k=args.k), batch_size=args.batch_size,
+        features_per_pass=args.features_per_pass, overwrite=args.overwrite, label=not args.no_labels,
+        token_classes=classes, progress=not args.quiet,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    size = Path(args.out).stat().st_size
+    print(f"index: {args.out} ({size / 1e6:.1f} MB), {index.n_tokens} tokens, "
+          f"{index.n_live()} live of {index.n_layers * index.n_features} features, {elapsed:.1f} s")  # fmt: skip
+    summaries = []
+    if not args.no_labels:
+        summaries.append(score_summary(index))
+    if args.explainer:
+        explainer = load_explainer(args.explainer)
+        label_features(index, explainer, token_classes=classes, progress=not args.quiet)
+        from tl_clt.labels.explainers import explainer_name
+
+        summaries.append(score_labels(index, explainer_name(explainer), progress=not args.quiet))
+    for s in summaries:
+        print(f"labels ({s.explainer}): {s.n_labelled} labelled, {s.n_scored} scored, mean detection "
+              f"score {s.mean_score:.3f} (chance 0.5), above chance: {s.n_above_chance} = "
+              f"{100 * s.fraction_above_chance:.1f}% of live features")  # fmt: skip
+    if args.html:
+        index.browser().save(args.html)
+        print(f"feature browser: {args.html}")
+    return 0

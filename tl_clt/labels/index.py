@@ -1,0 +1,211 @@
+"""`build_feature_index`: one streaming pass of a CLT over a token source, written to one
+SQLite file (see `tl_clt.labels.store` for the tables).
+
+Phases:
+1. resolve the model, the CLT and the token source (the shipped ones by default);
+2. open the database; a file made with other settings is refused, one made with the same
+   settings is resumed from its last checkpoint;
+3. stream the batches: read every layer's MLP input from the unmodified model (what the CLT's
+   encoders see when it is spliced in with its error term), encode it, and fold the
+   activations into the per-feature statistics (`tl_clt.labels.stream`), checkpointing the
+   state every `checkpoint_seconds`; with `features_per_pass`, the features are split into
+   slices, one pass each, so memory stays bounded for any CLT;
+4. write each slice's statistics and contexts, then the logit effects;
+5. label every live feature with the offline summariser and score the labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_clt.clt import CrossLayerTranscoder
+from tl_clt.errors import InputError
+from tl_clt.labels import store
+from tl_clt.labels.logits import top_logit_effects
+from tl_clt.labels.reader import FeatureIndex
+from tl_clt.labels.source import TokenSource, as_source, default_source, shipped_model_and_clt
+from tl_clt.labels.stream import HIST_EDGES, IndexConfig, new_state, update
+from tl_clt.lens import Lens
+from tl_clt.replacement import ReplacementModel
+
+FORMAT = "tl_clt.labels/1"
+
+
+def build_feature_index(
+    clt: CrossLayerTranscoder | None = None,
+    model: Any = None,
+    source: Any = None,
+    path: str | os.PathLike = "features.db",
+    config: IndexConfig | None = None,
+    *,
+    batch_size: int = 32,
+    features_per_pass: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    overwrite: bool = False,
+    label: bool = True,
+    token_classes: Mapping[str, Iterable[str]] | None = None,
+    progress: bool = True,
+) -> FeatureIndex:
+    """Index every feature of `clt` over `source` into the SQLite file `path`, and return it.
+
+    `clt`/`model` default to the shipped CLT and model (`tl_clt.toy`); `source` is a tensor of
+    token sequences [n_seq, seq_len], a list of texts, or a `TokenSource` (default: the shipped
+    corpus). Re-running with the same arguments resumes an interrupted run (or returns the
+    finished index); `overwrite=True` starts afresh. With `label`, every live feature gets an
+    offline label and a detection score (`token_classes` names token classes for the labels).
+    """
+    cfg = config or IndexConfig()
+    lens, clt = _resolve(clt, model)
+    src = (
+        default_source(lens, batch_size) if source is None else as_source(source, lens, batch_size)
+    )
+    L, F = clt.cfg.n_layers, clt.cfg.n_features
+    per_pass = min(features_per_pass or L * F, L * F)
+    if per_pass < 1:
+        raise InputError(f"features_per_pass must be positive, got {features_per_pass}")
+    path = Path(path)
+    if overwrite:
+        path.unlink(missing_ok=True)
+    conn = store.connect(path)
+    try:
+        _check_identity(conn, _identity(cfg, lens, clt, src), path)
+        with conn:
+            if not conn.execute("SELECT 1 FROM vocab LIMIT 1").fetchone():
+                store.write_vocab(
+                    conn, lens.to_str_tokens(torch.arange(lens.d_vocab, device=lens.device))
+                )
+        _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, progress)
+        _logits(conn, cfg, lens, clt)
+    finally:
+        conn.close()
+    index = FeatureIndex(path)
+    if label:
+        from tl_clt.labels.explainers import label_features
+        from tl_clt.labels.scoring import score_labels
+
+        label_features(index, token_classes=token_classes, progress=progress)
+        score_labels(index, progress=progress)
+    return index
+
+
+def _resolve(clt: CrossLayerTranscoder | None, model: Any) -> tuple[Lens, CrossLayerTranscoder]:
+    if clt is None:
+        if model is not None:
+            raise InputError("a model was given without its CLT; pass clt= as well")
+        model, clt = shipped_model_and_clt()
+    if model is None:
+        from tl_clt.labels.source import _toy
+
+        model = _toy().load_model()
+    rm = ReplacementModel(model, clt)  # checks that the CLT fits the model
+    return rm.lens, rm.clt.eval()
+
+
+def clt_fingerprint(clt: CrossLayerTranscoder) -> str:
+    h = hashlib.sha256(json.dumps(clt.cfg.to_dict(), sort_keys=True).encode())
+    for name, t in sorted(clt.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _identity(cfg: IndexConfig, lens: Lens, clt: CrossLayerTranscoder, src: TokenSource) -> dict:
+    return {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "clt": clt_fingerprint(clt),
+        "clt_config": clt.cfg.to_dict(),
+        "model": lens.name,
+        "source": src.fingerprint,
+        "n_batches": len(src),
+        "n_layers": clt.cfg.n_layers,
+        "n_features": clt.cfg.n_features,
+        "hist_edges": HIST_EDGES,
+    }
+
+
+def _check_identity(conn, identity: dict, path: Path) -> None:
+    meta = store.get_meta(conn)
+    if not meta:
+        with conn:
+            store.set_meta(conn, {"identity": identity, "config": identity["config"]})
+        return
+    old = meta.get("identity")
+    if old != identity:
+        changed = sorted(k for k in identity if old is None or old.get(k) != identity[k])
+        raise InputError(
+            f"{path} holds an index made with other settings (differing: {', '.join(changed)}); "
+            "pass overwrite=True (--overwrite) to replace it, or choose another path"
+        )
+
+
+def activations(
+    lens: Lens, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch pos"], layers: range
+) -> Float[Tensor, "batch pos n"]:
+    """Feature activations of `layers` (concatenated, layer-major) from the model's own MLP
+    inputs: exactly what the spliced CLT computes when the error term is kept."""
+    names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in layers]
+    _, cache = lens.run_with_cache(tokens.to(lens.device), names, stop_at_layer=layers[-1] + 1)
+    acts = [clt.encode_layer(cache[n].to(clt.dtype), layer) for n, layer in zip(names, layers)]
+    return torch.cat(acts, dim=-1)
+
+
+def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> None:
+    L, F = clt.cfg.n_layers, clt.cfg.n_features
+    chunks = [(g0, min(g0 + per_pass, L * F)) for g0 in range(0, L * F, per_pass)]
+    progress, state = store.load_checkpoint(conn, clt.device)
+    chunk, batch, seq = progress.get("chunk", 0), progress.get("batch", 0), progress.get("seq", 0)
+    bar = tqdm(total=len(chunks) * len(src), initial=chunk * len(src) + batch, disable=not show,
+               desc="indexing features", unit="batch")  # fmt: skip
+    with torch.no_grad():
+        for c in range(chunk, len(chunks)):
+            g0, g1 = chunks[c]
+            layers = range(g0 // F, (g1 - 1) // F + 1)
+            gids = torch.arange(g0, g1, device=clt.device)
+            if state is None:
+                state = new_state(cfg, g1 - g0, clt.device)
+            last_save = time.monotonic()
+            for b, (tokens, real) in enumerate(src.batches(batch), start=batch):
+                acts = activations(lens, clt, tokens, layers)[
+                    ..., g0 - layers.start * F : g1 - layers.start * F
+                ]
+                tokens, real = tokens.to(acts.device), real.to(acts.device)
+                update(state, cfg, tokens, real, acts, seq, gids)
+                seq += tokens.shape[0]
+                bar.update(1)
+                if time.monotonic() - last_save >= checkpoint_seconds and b + 1 < len(src):
+                    with conn:
+                        store.save_checkpoint(conn, {"chunk": c, "batch": b + 1, "seq": seq}, state)
+                    last_save = time.monotonic()
+            with conn:
+                store.write_features(conn, state, gids.cpu(), F)
+                if c == 0:
+                    store.write_pools(conn, state)
+                    store.set_meta(conn, {"n_tokens": int(state["n_tokens"]), "n_sequences": seq})
+                store.save_checkpoint(conn, {"chunk": c + 1, "batch": 0, "seq": 0}, None)
+            state, batch, seq = None, 0, 0
+    bar.close()
+
+
+def _logits(conn, cfg: IndexConfig, lens: Lens, clt: CrossLayerTranscoder) -> None:
+    meta = store.get_meta(conn)
+    if meta.get("logits_done"):
+        return
+    for layer in range(clt.cfg.n_layers):
+        up, down = top_logit_effects(lens, clt, layer, cfg.n_logits)
+        with conn:
+            store.write_logits(conn, layer, up.values, up.indices, up.z, +1)
+            store.write_logits(conn, layer, down.values, down.indices, down.z, -1)
+    with conn:
+        store.set_meta(conn, {"logits_done": True})

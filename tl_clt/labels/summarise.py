@@ -1,0 +1,192 @@
+"""The offline summariser: a short label for a feature from its contexts and logit effects,
+with no model or network: "on: dallas, houston", "after: texas (dallas, houston)",
+"says: austin".
+
+How it decides (training-split data only):
+1. Positives are the contexts at each kept peak; negatives are shared random positions where
+   the feature does not fire, plus the non-firing positions inside its own top windows.
+2. For each offset from the peak (the token itself, the tokens before it, the next one), a
+   rule "the token at offset o is in S" is worth TPR - w·FPR (false positives weigh w times
+   more: a feature fires on few tokens, so its label should be specific). Both rates are sums
+   over S's tokens, so the best set of n tokens is the n best tokens; n is chosen against a
+   cost growing with log2(1 + n); a token class (a state's cities, numbers) costs one token.
+3. The best rule over offsets, sets and classes names what the feature fires on; tokens the
+   decoders promote far above the rest of the vocabulary (z >= `says_z`) name what it says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tl_clt.labels.types import Context, FeatureExamples, Label, Rule, normalise
+
+
+@dataclass(frozen=True)
+class SummariserConfig:
+    """offsets: positions relative to the peak that rules may read (0 = the peak's token).
+    fp_weight: when choosing a rule, a false positive costs this many missed positives (a
+    feature fires on few tokens, so a label should be specific; the reported scores stay
+    balanced accuracies). penalty: cost of a rule listing one token (n tokens cost
+    penalty·log2(1 + n); a class costs as much as one token). min_score: a rule whose balanced
+    accuracy on the training contexts is lower is shown as "(weak)". says_z / max_says:
+    promoted tokens at least this many standard deviations above the vocabulary's mean effect,
+    at most this many, make the "says" part. shown: tokens listed in the label."""
+
+    offsets: tuple[int, ...] = (0, -1, -2, -3, 1)
+    max_tokens: int = 6
+    fp_weight: float = 4.0
+    penalty: float = 0.02
+    min_score: float = 0.7
+    says_z: float = 4.0
+    max_says: int = 3
+    shown: int = 3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rule: Rule
+    score: float  # balanced accuracy on the training contexts
+    value: float  # what the choice maximises: TPR - fp_weight * FPR - cost
+    shown: tuple[str, ...]  # the rule's tokens, most frequent among positives first
+
+
+def balanced_accuracy(rule: Rule, positives: list[Context], negatives: list[Context]) -> float:
+    if not positives or not negatives:
+        return 0.5
+    tpr = sum(rule.matches(c) for c in positives) / len(positives)
+    tnr = sum(not rule.matches(c) for c in negatives) / len(negatives)
+    return (tpr + tnr) / 2
+
+
+def window_negatives(ex: FeatureExamples) -> list[Context]:
+    """Non-firing positions inside the feature's own top windows."""
+    out = []
+    for e in ex.top:
+        words = e.context().tokens
+        out += [Context(words, j) for j, a in enumerate(e.acts) if a == 0]
+    return out
+
+
+def _column(contexts: list[Context], offset: int) -> list[str]:
+    """The tokens at `offset` from each context's centre (where there is one)."""
+    out = []
+    for c in contexts:
+        i = c.centre + offset
+        if 0 <= i < len(c.tokens) and c.tokens[i] is not None:
+            out.append(c.tokens[i])
+    return out
+
+
+def set_cost(n: int, cfg: SummariserConfig) -> float:
+    """Cost of listing n tokens: `penalty` for one, growing with log2(1 + n)."""
+    return cfg.penalty * math.log2(1 + n)
+
+
+def candidates(
+    positives: list[Context],
+    negatives: list[Context],
+    classes: Mapping[str, frozenset[str]],
+    cfg: SummariserConfig,
+) -> list[Candidate]:
+    """The best token set and every token class at each offset. At one offset a context has
+    one token, so a set's TPR and FPR are sums over its tokens, and the best set of n tokens
+    is the n with the largest TPR - fp_weight * FPR."""
+    out = []
+    for o in cfg.offsets:
+        pos = Counter(_column(positives, o))
+        neg = Counter(_column(negatives, o))
+        tpr = {t: n / len(positives) for t, n in pos.items()}
+        fpr = {t: n / len(negatives) for t, n in neg.items()}
+        gain = {t: tpr[t] - cfg.fp_weight * fpr.get(t, 0.0) for t in pos}
+        ranked = sorted((t for t in gain if gain[t] > 0), key=lambda t: (-gain[t], -pos[t], t))
+        best, best_value, total = 0, 0.0, 0.0
+        for n, t in enumerate(ranked[: cfg.max_tokens], start=1):
+            total += gain[t]
+            if total - set_cost(n, cfg) > best_value:
+                best, best_value = n, total - set_cost(n, cfg)
+        rules = [(frozenset(ranked[:best]), None, best_value)] if best else []
+        for name, members in classes.items():
+            if any(t in members for t in pos):
+                value = sum(
+                    gain.get(t, -cfg.fp_weight * fpr.get(t, 0.0)) for t in members
+                ) - set_cost(1, cfg)
+                rules.append((members, name, value))
+        for tokens, name, value in rules:
+            score = (
+                0.5
+                + (sum(tpr.get(t, 0.0) for t in tokens) - sum(fpr.get(t, 0.0) for t in tokens)) / 2
+            )
+            shown = tuple(sorted((t for t in pos if t in tokens), key=lambda t: (-pos[t], t)))
+            out.append(Candidate(Rule((o,), tokens, name), score, value, shown))
+    return out
+
+
+def _preference(c: Candidate) -> tuple:
+    # higher value first; then the peak's own token, earlier offsets, classes over sets
+    o = c.rule.offsets[0]
+    return (-round(c.value, 9), o != 0, o > 0, abs(o), c.rule.name is None)
+
+
+_PREFIX = {0: "on", -1: "after", 1: "before"}
+
+
+def rule_text(c: Candidate, shown: int) -> str:
+    o = c.rule.offsets[0]
+    prefix = _PREFIX.get(o, f"{-o} after" if o < 0 else f"{o} before")
+    listed = ", ".join(c.shown[:shown])
+    if c.rule.name is not None:
+        return f"{prefix}: {c.rule.name} ({listed})"
+    more = len(c.rule.tokens) - min(shown, len(c.shown))
+    return f"{prefix}: {listed}" + (f" +{more}" if more > 0 else "")
+
+
+def says_text(ex: FeatureExamples, cfg: SummariserConfig) -> str | None:
+    says = [e.token for e in ex.logits.promote if e.z >= cfg.says_z][: cfg.max_says]
+    return "says: " + ", ".join(normalise(t) for t in says) if says else None
+
+
+def summarise(ex: FeatureExamples, cfg: SummariserConfig | None = None) -> Label:
+    """A label for one feature (see the module docstring)."""
+    cfg = cfg or SummariserConfig()
+    positives = ex.positives
+    negatives = ex.negatives + window_negatives(ex)
+    parts, rule = [], None
+    if positives and negatives:
+        cands = candidates(positives, negatives, ex.token_classes, cfg)
+        if cands:
+            best = min(cands, key=_preference)
+            rule = best.rule
+            text = rule_text(best, cfg.shown)
+            parts.append(text if best.score >= cfg.min_score else f"(weak) {text}")
+    says = says_text(ex, cfg)
+    if says:
+        parts.append(says)
+    if not parts:
+        return Label("dead" if not ex.stats.live else "(unclear)", rule)
+    return Label("; ".join(parts), rule)
+
+
+class OfflineExplainer:
+    """The summariser as an explainer (see `tl_clt.labels.explainers`)."""
+
+    name = "offline"
+
+    def __init__(self, config: SummariserConfig | None = None) -> None:
+        self.config = config or SummariserConfig()
+
+    def __call__(self, examples: FeatureExamples) -> Label:
+        return summarise(examples, self.config)
+
+
+def builtin_classes(vocab: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Token classes every vocabulary has: numbers and punctuation."""
+    norm = {normalise(t) for t in vocab}
+    return {
+        "numbers": frozenset(t for t in norm if t.replace(".", "", 1).isdigit()),
+        "punctuation": frozenset(
+            t for t in norm if t and not any(ch.isalnum() for ch in t) and not t.startswith("'")
+        ),
+    }
