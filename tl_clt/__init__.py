@@ -31,3 +31,9 @@ __all__ = [
     "UnsupportedModelError",
     "WeightProcessing",
 ]
+
+from tl_clt import prune  # noqa: E402
+from tl_clt.attribution import LogitDifference, attribute  # noqa: E402
+from tl_clt.graph import AttributionGraph, Node, NodeKind  # noqa: E402
+
+__all__ += ["AttributionGraph", "LogitDifference", "Node", "NodeKind", "attribute", "prune"]
