@@ -220,6 +220,7 @@ def _assemble(
         n_features=cfg.n_features,
         n_active_features=feats.count,
         max_feature_nodes=max_feature_nodes,
+        d_vocab=lens.d_vocab,
     )
     if text is None:
         text = lens.tokenizer.decode(tokens.tolist()) if lens.tokenizer is not None else " ".join(strs)

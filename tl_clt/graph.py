@@ -91,6 +91,7 @@ class GraphInfo:
     n_features: int
     n_active_features: int  # active (layer, position, feature) triples, position 0 left out
     max_feature_nodes: int | None = None
+    d_vocab: int | None = None
     node_threshold: float | None = None  # set on pruned graphs
     edge_threshold: float | None = None
     replacement_score: float | None = None  # of a pruned graph, measured against its parent
