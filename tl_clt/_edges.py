@@ -58,9 +58,9 @@ class LayerSlots:
 
 @dataclass
 class SourceBank:
-    """Every source of a graph as a column: active features [0, n_features), then error nodes
-    (layer-major, positions 1..), then embeddings (one per position); one spare column takes
-    the padding's (zero) edges and is dropped."""
+    """Every source of a graph as a column, in the graph's node order: embeddings (one per
+    position), active features (table order), error nodes (layer-major, positions 1..); one
+    spare column takes the padding's (zero) edges and is dropped."""
 
     clt: Any
     dtype: torch.dtype
@@ -68,11 +68,12 @@ class SourceBank:
     n_pos: int
     slots: list[LayerSlots]
     errors: Float[Tensor, "n_layers pos d_model"]
+    unit_scales: bool  # the transcoder's output scales are all 1 (folded)
 
     @classmethod
     def build(cls, clt: Any, run: CleanRun, feats: ActiveFeatures, dtype: torch.dtype) -> SourceBank:
         L, pos, dev = clt.cfg.n_layers, run.tokens.shape[1], clt.device
-        n_sources = feats.count + L * (pos - 1) + pos
+        n_sources = pos + feats.count + L * (pos - 1)
         slots = []
         for s in range(L):
             sel = (feats.layer == s).nonzero()[:, 0]
@@ -83,10 +84,12 @@ class SourceBank:
             feature = torch.zeros(pos, m, dtype=torch.long)
             activation = torch.zeros(pos, m)
             column = torch.full((pos, m), n_sources, dtype=torch.long)
-            feature[q, rank], activation[q, rank], column[q, rank] = feats.feature[sel], feats.activation[sel], sel
+            feature[q, rank], activation[q, rank] = feats.feature[sel], feats.activation[sel]
+            column[q, rank] = pos + sel
             slots.append(LayerSlots(feature.to(dev), activation.to(dev), column.flatten().to(dev)))
         errors = torch.cat(run.errors).detach()
-        return cls(clt, dtype, feats.count, pos, slots, errors)
+        unit = bool((clt.output_scale == 1).all())
+        return cls(clt, dtype, feats.count, pos, slots, errors, unit)
 
     # ------------------------------------------------------------------ layout
     @property
@@ -95,18 +98,20 @@ class SourceBank:
 
     @property
     def n_sources(self) -> int:
-        return self.n_features + self.n_layers * (self.n_pos - 1) + self.n_pos
+        return self.n_pos + self.n_features + self.n_layers * (self.n_pos - 1)
+
+    @property
+    def error_start(self) -> int:
+        return self.n_pos + self.n_features
 
     def error_nodes(self) -> list[tuple[int, int]]:
         return [(layer, q) for layer in range(self.n_layers) for q in range(1, self.n_pos)]
 
-    def error_columns(self) -> Int[Tensor, " n"]:
-        start = self.n_features
-        return torch.arange(start, start + self.n_layers * (self.n_pos - 1))
-
-    def embedding_columns(self) -> Int[Tensor, " pos"]:
-        start = self.n_features + self.n_layers * (self.n_pos - 1)
-        return torch.arange(start, start + self.n_pos)
+    def columns(self, features: Int[Tensor, " k"]) -> Int[Tensor, " n"]:
+        """Source columns of the embeddings, the given features (indices into the active
+        features) and the errors, in that order."""
+        return torch.cat([torch.arange(self.n_pos), self.n_pos + features.cpu(),
+                          torch.arange(self.error_start, self.n_sources)])  # fmt: skip
 
     # ------------------------------------------------------------------ edges
     @torch.no_grad()
@@ -114,38 +119,49 @@ class SourceBank:
         self, outs: list[Tensor | None], emb_grads: list[Tensor], emb_values: list[Tensor]
     ) -> Float[Tensor, "batch n_sources"]:
         """Edges from every source into each target of a batch, given the targets' gradients
-        at the MLP outputs of layers < len(outs) (`[batch, 1, pos, d]`, None: zero) and at the
-        embedding leaves (whose values are `emb_values`, `[1, pos, d]`)."""
+        at the MLP outputs of layers < len(outs) (`[batch, 1, pos, d]`, None: zero; the list is
+        emptied as it is read, to free memory) and at the embedding leaves (whose values are
+        `emb_values`, `[1, pos, d]`)."""
         nb, pos = emb_grads[0].shape[0], self.n_pos
         rows = torch.zeros(nb, self.n_sources + 1, device=emb_grads[0].device)
         top = len(outs)
         if top:
-            zero = torch.zeros_like(emb_grads[0][:, 0])
-            grads = [g[:, 0] if g is not None else zero for g in outs]
-            self._feature_edges(rows, grads)
-            for layer, g in enumerate(grads):
-                start = self.n_features + layer * (pos - 1)
-                rows[:, start : start + pos - 1] = self._dot(g, self.errors[layer])[:, 1:]
-        start = self.n_features + self.n_layers * (pos - 1)
+            G = self._stack(outs)  # [pos, batch, top, d], divided by the output scales
+            self._feature_edges(rows, G)
+            for layer in range(top):
+                start = self.error_start + layer * (pos - 1)
+                err = self.errors[layer] * self.clt.output_scale[layer]
+                rows[:, start : start + pos - 1] = self._dot(G[:, :, layer], err)[:, 1:]
         for g, e in zip(emb_grads, emb_values):
-            rows[:, start : start + pos] += self._dot(g[:, 0], e[0])
+            rows[:, :pos] += self._dot(g[:, 0].transpose(0, 1), e[0])
         return rows[:, :-1]
 
-    def _dot(self, g: Tensor, v: Tensor) -> Tensor:
-        """[batch, pos, d] · [pos, d] -> [batch, pos], in the compute dtype, as float32."""
-        return torch.einsum("bqd,qd->bq", g.to(self.dtype), v.to(self.dtype)).float()
+    def _stack(self, outs: list[Tensor | None]) -> Float[Tensor, "pos batch top d"]:
+        """The gradients in one [pos, batch, layer, d] tensor of the compute dtype, each
+        divided by its layer's output scale (decoders are stored in training units)."""
+        first = next(g for g in outs if g is not None)
+        nb, _, pos, d = first.shape
+        G = torch.zeros(pos, nb, len(outs), d, dtype=self.dtype, device=first.device)
+        for layer, g in enumerate(outs):
+            if g is not None:
+                G[:, :, layer] = g[:, 0].transpose(0, 1)
+                if not self.unit_scales:
+                    G[:, :, layer] /= self.clt.output_scale[layer].to(self.dtype)
+            outs[layer] = None
+        return G
 
-    def _feature_edges(self, rows: Tensor, grads: list[Tensor]) -> None:
-        clt, top, nb = self.clt, len(grads), grads[0].shape[0]
-        d = grads[0].shape[-1]
-        scale = (1.0 / clt.output_scale[:top]).to(grads[0].dtype)
-        G = torch.stack([g.transpose(0, 1) for g in grads], dim=2)  # [pos, batch, top, d]
-        G = (G * scale[None, None, :, None]).to(self.dtype).reshape(self.n_pos, nb, top * d)
+    def _dot(self, g: Tensor, v: Tensor) -> Tensor:
+        """[pos, batch, d] · [pos, d] -> [batch, pos], in the compute dtype, as float32."""
+        return torch.einsum("qbd,qd->bq", g.to(self.dtype), v.to(self.dtype)).float()
+
+    def _feature_edges(self, rows: Tensor, G: Tensor) -> None:
+        clt, (pos, nb, top, d) = self.clt, G.shape
+        G = G.view(pos, nb, top * d)
         for s in range(top):
             slot = self.slots[s]
             n_t = min(clt.n_targets(s), top - s)
             W = clt.W_dec[s if len(clt.W_dec) > 1 else 0][:, :n_t]  # [F, n_t, d]
-            D = W[slot.feature.flatten()].to(self.dtype).reshape(self.n_pos, -1, n_t * d)
+            D = W[slot.feature.flatten()].to(self.dtype).reshape(pos, -1, n_t * d)
             out = torch.bmm(G[:, :, s * d : (s + n_t) * d], D.transpose(1, 2))  # [pos, batch, m]
             out = out.float() * slot.activation[:, None, :]
             rows[:, slot.column] = out.transpose(0, 1).reshape(nb, -1)

@@ -123,7 +123,7 @@ def feature_injections(
         x = tape.mlp_in[t]
         g = torch.zeros(nb, *x.shape, dtype=x.dtype, device=x.device)
         enc = clt.W_enc_at(t).detach()[:, feature[sel].to(clt.device)].T
-        g[sel, 0, position[sel]] = enc.to(g.dtype)
+        g[sel.to(x.device), 0, position[sel].to(x.device)] = enc.to(g.dtype)
         injections.append((x, g))
     return injections, int(layer.max())
 

@@ -89,13 +89,14 @@ def attribute(
         tape = linearise(replacement, run)
         logit_rows = _logit_rows(tape, sources, logit_targets, batch_size, bar)
         weights = torch.tensor([n.weight for n in logit_targets.nodes])
-        visited, feat_rows = _feature_rows(
-            tape, sources, feats, logit_rows, weights, n_feat_rows, batch_size, update_interval, bar
+        full, feat_rows = _row_storage(sources, n_feat_rows, logit_rows)
+        visited = _feature_rows(
+            tape, sources, feats, logit_rows, weights, feat_rows, batch_size, update_interval, bar
         )
     bar.close()
+    A = _adjacency(sources, visited, feat_rows, logit_rows, full)
     text = prompt if isinstance(prompt, str) else None
-    return _assemble(replacement, run, feats, sources, logit_targets, logit_rows, visited,
-                     feat_rows, max_feature_nodes, text)  # fmt: skip
+    return _graph(replacement, run, feats, sources, logit_targets, visited, A, max_feature_nodes, text)
 
 
 def _logit_rows(
@@ -113,41 +114,54 @@ def _logit_rows(
 
 
 # ---------------------------------------------------------------------- phase 5: order
+def _row_storage(
+    sources: _edges.SourceBank, n_rows: int, logit_rows: Tensor
+) -> tuple[Tensor | None, Float[Tensor, "n_rows n_sources"]]:
+    """Where feature rows go: with every feature visited, straight into the final adjacency
+    (whose node order is the source order); with a budget, a [n_rows, n_sources] buffer."""
+    if n_rows < sources.n_features:
+        return None, torch.zeros(n_rows, sources.n_sources, device=logit_rows.device)
+    n = sources.n_sources + logit_rows.shape[0]
+    full = torch.zeros(n, n, device=logit_rows.device)
+    return full, full[sources.n_pos : sources.n_pos + n_rows, : sources.n_sources]
+
+
 def _feature_rows(
     tape: Tape,
     sources: _edges.SourceBank,
     feats: _edges.ActiveFeatures,
     logit_rows: Tensor,
     weights: Tensor,
-    n_rows: int,
+    rows: Tensor,
     batch_size: int,
     update_interval: int,
     bar: Any,
-) -> tuple[Int[Tensor, " n_visited"], Float[Tensor, "n_visited n_sources"]]:
-    """Rows of `n_rows` features: all in table order, or the most influential first."""
-    rows = torch.zeros(n_rows, sources.n_sources, device=logit_rows.device)
+) -> Int[Tensor, " n_visited"]:
+    """Fill `rows` with the rows of features: all in table order, or with fewer rows than
+    active features, the most influential first. Returns the visited features in row order."""
+    n_rows = rows.shape[0]
     visited = torch.empty(n_rows, dtype=torch.long)
     budgeted = n_rows < feats.count
     queue = torch.arange(feats.count)
     done, batches = 0, 0
     while done < n_rows:
         if budgeted and batches % update_interval == 0:
-            infl = partial_influence(logit_rows, weights, rows[:done], visited[:done])
-            ranked = torch.argsort(infl[: feats.count].cpu(), descending=True, stable=True)
+            infl = partial_influence(logit_rows, weights, rows[:done], sources.n_pos + visited[:done])
+            features = infl[sources.n_pos : sources.n_pos + feats.count].cpu()
+            ranked = torch.argsort(features, descending=True, stable=True)
             seen = torch.zeros(feats.count, dtype=torch.bool)
             seen[visited[:done]] = True
             queue = ranked[~seen[ranked]]
         take = min(batch_size, n_rows - done)
         batch, queue = queue[:take], queue[take:]
-        injections, top = feature_injections(
+        outs, emb = backward(tape, *feature_injections(
             tape, sources.clt, feats.layer[batch], feats.position[batch], feats.feature[batch]
-        )
-        outs, emb = backward(tape, injections, top)
+        ))  # fmt: skip
         rows[done : done + take] = sources.edges(outs, emb, tape.embeddings)
         visited[done : done + take] = batch
         done, batches = done + take, batches + 1
         bar.update(take)
-    return visited, rows
+    return visited
 
 
 def partial_influence(
@@ -182,23 +196,44 @@ def _chunked_abs_matvec(v: Tensor, M: Tensor, chunk: int = 1024) -> Tensor:
 
 
 # ---------------------------------------------------------------------- phase 6: assemble
-def _assemble(
+def _adjacency(
+    sources: _edges.SourceBank,
+    visited: Tensor,
+    feat_rows: Tensor,
+    logit_rows: Tensor,
+    full: Tensor | None,
+) -> Float[Tensor, "n n"]:
+    """The adjacency in node order: embeddings, features (table order), errors, logits."""
+    n_logits = logit_rows.shape[0]
+    if full is not None:  # every feature, rows already in place
+        full[-n_logits:, : sources.n_sources] = logit_rows
+        return full.cpu()
+    order = torch.argsort(visited)
+    columns = sources.columns(visited[order]).to(feat_rows.device)
+    n_in = columns.shape[0]
+    A = torch.zeros(n_in + n_logits, n_in + n_logits, device=feat_rows.device)
+    rows = feat_rows.index_select(1, columns).index_select(0, order.to(feat_rows.device))
+    A[sources.n_pos : sources.n_pos + order.shape[0], :n_in] = rows
+    A[n_in:, :n_in] = logit_rows.index_select(1, columns)
+    return A.cpu()
+
+
+def _graph(
     replacement: ReplacementModel,
     run: CleanRun,
     feats: _edges.ActiveFeatures,
     sources: _edges.SourceBank,
     targets: LogitTargets,
-    logit_rows: Tensor,
     visited: Tensor,
-    feat_rows: Tensor,
+    A: Tensor,
     max_feature_nodes: int | None,
     text: str | None,
 ) -> AttributionGraph:
+    """The node table (same order as `_adjacency`) and the graph."""
     lens, cfg = replacement.lens, replacement.clt.cfg
     tokens = run.tokens[0].cpu()
     strs = lens.to_str_tokens(tokens)
-    order = torch.argsort(visited)
-    chosen, feat_rows = visited[order], feat_rows[order.to(feat_rows.device)]
+    chosen = torch.sort(visited).values
     nodes = [Node(NodeKind.EMBEDDING, q, token_id=int(t), token=strs[q]) for q, t in enumerate(tokens.tolist())]
     lay, pos, fid, act = (x[chosen].tolist() for x in feats)
     nodes += [Node(NodeKind.FEATURE, p, layer=ly, feature=f, token=strs[p], activation=a)
@@ -207,12 +242,6 @@ def _assemble(
     nodes += [Node(NodeKind.ERROR, q, layer=ly, token=strs[q], activation=float(norms[ly, q]))
               for ly, q in sources.error_nodes()]  # fmt: skip
     nodes += targets.nodes
-    columns = torch.cat([sources.embedding_columns(), chosen, sources.error_columns()])
-    n, n_in = len(nodes), columns.shape[0]
-    A = torch.zeros(n, n)
-    start = tokens.shape[0]
-    A[start : start + chosen.shape[0], :n_in] = feat_rows[:, columns.to(feat_rows.device)].cpu()
-    A[n - len(targets.nodes) :, :n_in] = logit_rows[:, columns.to(logit_rows.device)].cpu()
     info = GraphInfo(
         model=lens.name,
         n_layers=replacement.n_layers,
