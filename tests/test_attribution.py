@@ -82,20 +82,25 @@ def measure(rm: ReplacementModel, graph, diff: tuple[int, int] | None = None):
 
 
 CASES = [  # every architecture on both families, every activation at least once
-    ("gpt2", "cross_layer", "relu"),
-    ("gpt2", "per_layer", "jumprelu"),
-    ("gpt2", "shared", "topk"),
-    ("llama", "cross_layer", "batchtopk"),
-    ("llama", "per_layer", "relu"),
-    ("llama", "shared", "jumprelu"),
-    ("neox", "cross_layer", "jumprelu"),
+    ("gpt2", "cross_layer", "relu", "ln2.hook_normalized"),
+    ("gpt2", "per_layer", "jumprelu", "ln2.hook_normalized"),
+    ("gpt2", "shared", "topk", "ln2.hook_normalized"),
+    ("llama", "cross_layer", "batchtopk", "ln2.hook_normalized"),
+    ("llama", "per_layer", "relu", "ln2.hook_normalized"),
+    ("llama", "shared", "jumprelu", "ln2.hook_normalized"),
+    ("llama", "cross_layer", "relu", "hook_resid_mid"),  # reading the residual stream
+    ("neox", "cross_layer", "jumprelu", "ln2.hook_normalized"),  # parallel attention and MLP
 ]
 
 
-@pytest.mark.parametrize("family,architecture,activation", CASES)
-def test_every_edge_equals_a_real_intervention(family, architecture, activation):
+@pytest.mark.parametrize("family,architecture,activation,input_hook", CASES)
+def test_every_edge_equals_a_real_intervention(family, architecture, activation, input_hook):
     lens = model64(family)
-    clt = clt_for(lens, architecture=architecture, activation=activation, dtype="float64", scales=True)
+    clt = clt_for(lens, architecture=architecture, activation=activation, dtype="float64",
+                  scales=True, input_hook=input_hook)  # fmt: skip
+    if input_hook == "hook_resid_mid":  # the residual stream is ~sqrt(d) times larger
+        with torch.no_grad():
+            clt.W_enc.div_(4.0)
     rm = ReplacementModel(lens, clt)
     graph = attribute(rm, PROMPT, batch_size=64)
     targets, M, row_sums, clean = measure(rm, graph)

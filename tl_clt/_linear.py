@@ -6,6 +6,7 @@ exact direct effect of the leaf on the target."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,7 +73,9 @@ def linearise(replacement: ReplacementModel, run: CleanRun) -> Tape:
         hooks.append((lens.mlp_in(layer, clt.cfg.input_hook), _bind(read_input, layer=layer)))
         hooks.append((lens.mlp_out(layer, clt.cfg.output_hook), _bind(constant, value=values[layer])))
     hooks += [(name, embedding) for name in lens.embeddings()]
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        # TransformerLens 4 notes that frozen scales bypass the native norm; that is the point
+        warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
         logits = lens.run(run.tokens, hooks)
     if any(x is None for x in mlp_in) or len(outputs) != L or not embeddings:
         raise UnsupportedModelError(
