@@ -169,10 +169,16 @@ def benchmark_pair() -> tuple[str, ReplacementModel, list[torch.Tensor]]:
     ids = torch.randint(len(SPECIALS), 700, (max(LENGTHS),), generator=gen)
     ids[0] = lens.tokenizer.bos_token_id
     calibrate_encoder(rm, ids[None], active=25)
-    return "random 4-layer d128 model + random CLT (1024 features/layer)", rm, [ids[:n] for n in LENGTHS]
+    return (
+        "random 4-layer d128 model + random CLT (1024 features/layer)",
+        rm,
+        [ids[:n] for n in LENGTHS],
+    )
 
 
-def gemma_shape(tiny: bool, device: torch.device) -> tuple[str, ReplacementModel, torch.Tensor, int]:
+def gemma_shape(
+    tiny: bool, device: torch.device
+) -> tuple[str, ReplacementModel, torch.Tensor, int]:
     """A random Llama-family model of Gemma-2-2B's shape (tied embeddings), built on `device` in
     bf16 (no host copy), a random bf16 CLT, a 64-token prompt; with `tiny`, the same at toy size.
     Returns (description, replacement model, prompt, feature-node budget)."""
@@ -214,7 +220,10 @@ def run_lengths(rm: ReplacementModel, prompts: list[torch.Tensor], budget: int) 
     cases = [(ids, b) for ids in prompts for b in (None, budget)]
     rows = []
     for ids, b in cases:
-        graph, seconds = best_time(lambda ids=ids, b=b: attribute(rm, ids[None], max_feature_nodes=b, progress=False), device)
+        graph, seconds = best_time(
+            lambda ids=ids, b=b: attribute(rm, ids[None], max_feature_nodes=b, progress=False),
+            device,
+        )
         rows.append((graph, seconds))
     if device.type == "cpu":
         track_heap()
@@ -240,12 +249,17 @@ def run_case_studies(rm: ReplacementModel) -> None:
     print(f"{'replacement':>11} {'completeness':>12}  prompt (after default pruning)")
     for prompt in prompts:
         pruned = attribute(rm, prompt, progress=False).prune()
-        print(f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}  {prompt!r}")
+        print(
+            f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}  {prompt!r}"
+        )
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
-    times = phase_times(lambda: attribute(rm, ids[None] if ids.dim() == 1 else ids, progress=False, **kw))
-    print(f"where the time goes ({ids.shape[-1]} tokens, {kw or 'all features'}; cProfile):")
+    times = phase_times(
+        lambda: attribute(rm, ids[None] if ids.dim() == 1 else ids, progress=False, **kw)
+    )
+    note = "; CUDA is asynchronous: phases are approximate" if rm.lens.device.type == "cuda" else ""
+    print(f"where the time goes ({ids.shape[-1]} tokens, {kw or 'all features'}; cProfile{note}):")
     for phase, seconds in times.items():
         print(f"  {phase:<40} {seconds:>7.3f} s")
 
@@ -255,6 +269,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--budget", type=int, default=512, help="feature-node budget to compare")
     parser.add_argument("--gemma", choices=["auto", "tiny", "skip"], default="auto")
+    parser.add_argument("--gemma-batch", type=int, default=128,
+                        help="targets per backward pass in the Gemma-shape case (memory)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -267,18 +283,26 @@ def main() -> None:
     if args.gemma == "skip" or (args.gemma == "auto" and not torch.cuda.is_available()):
         print("# Gemma-2-2B-shape case skipped (no CUDA; --gemma tiny checks its code path)")
         return
-    gpu = torch.device("cuda") if torch.cuda.is_available() and args.gemma == "auto" else torch.device("cpu")
+    gpu = (
+        torch.device("cuda")
+        if torch.cuda.is_available() and args.gemma == "auto"
+        else torch.device("cpu")
+    )
     what, rm, ids, budget = gemma_shape(args.gemma == "tiny", gpu)
     print(f"# {what}; {type(rm.lens.model).__name__}; device {gpu}")
-    attribute(rm, ids[:, :8], max_feature_nodes=64, progress=False)  # warm up
-    run = lambda: attribute(rm, ids, max_feature_nodes=budget, progress=False)  # noqa: E731
+    kw = {"max_feature_nodes": budget, "batch_size": args.gemma_batch, "progress": False}
+    attribute(rm, ids[:, :8], **{**kw, "max_feature_nodes": 64})  # warm up
+    run = lambda: attribute(rm, ids, **kw)  # noqa: E731
     graph, seconds = best_time(run, gpu)
     peak = peak_mb(run, gpu)
     pruned = graph.prune()
-    print(f"{ids.shape[1]} tokens, budget {budget}: {graph.info.n_active_features} active features, "
-          f"{graph.n_nodes} nodes, {seconds:.3f} s, peak {peak:.0f} MB; after default pruning: "
-          f"replacement {pruned.info.replacement_score:.3f}, completeness {pruned.info.completeness_score:.3f}")
-    run_phases(rm, ids, max_feature_nodes=budget)
+    print(
+        f"{ids.shape[1]} tokens, budget {budget}, batch {args.gemma_batch}: "
+        f"{graph.info.n_active_features} active features, "
+        f"{graph.n_nodes} nodes, {seconds:.3f} s, peak {peak:.0f} MB; after default pruning: "
+        f"replacement {pruned.info.replacement_score:.3f}, completeness {pruned.info.completeness_score:.3f}"
+    )
+    run_phases(rm, ids, max_feature_nodes=budget, batch_size=args.gemma_batch)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def model64(family: str):
     if family not in _F64:
         hf = tiny_hf_model(family, n_layers=3).double()
         words = [f"w{i}" for i in range(hf.config.vocab_size - len(SPECIALS))]
-        _F64[family] = from_hf(hf, word_level_tokenizer(words, tempfile.mkdtemp()), name=f"f64-{family}")
+        _F64[family] = from_hf(
+            hf, word_level_tokenizer(words, tempfile.mkdtemp()), name=f"f64-{family}"
+        )
     return _F64[family]
 
 
@@ -63,7 +65,7 @@ def measure(rm: ReplacementModel, graph, diff: tuple[int, int] | None = None):
 
     hooks = [(name, lambda x, hook, w=w: zero(x, hook, w)) for name, w in ablate.items()]
     hooks += [(H.feature_pre(i), lambda x, hook, i=i: save(x, hook, i)) for i in range(rm.n_layers)]
-    with rm.frozen(run, features=True):
+    with torch.no_grad(), rm.frozen(run, features=True):
         logits = rm.run_with_hooks(tokens.expand(B, -1), hooks, spliced=False)[:, -1]
     targets = [i for i, n in enumerate(graph.nodes) if n.kind in (NodeKind.FEATURE, NodeKind.LOGIT)]
     values = []
@@ -112,10 +114,14 @@ def test_every_edge_equals_a_real_intervention(family, architecture, activation,
     torch.testing.assert_close(A.sum(1), row_sums, rtol=1e-4, atol=1e-6 * float(scale.max()))
     # the clean values are the graph's feature pre-activations and logit activations
     acts = [graph.nodes[i].activation for i in targets if graph.nodes[i].kind is NodeKind.LOGIT]
-    torch.testing.assert_close(clean[-len(acts):], torch.tensor(acts, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        clean[-len(acts) :], torch.tensor(acts, dtype=torch.float64), rtol=1e-6, atol=1e-6
+    )
     # no feature or error node at the BOS; one embedding node per position
     assert all(n.position > 0 for n in graph.nodes if n.kind in (NodeKind.FEATURE, NodeKind.ERROR))
-    assert [n.position for n in graph.nodes if n.kind is NodeKind.EMBEDDING] == list(range(len(graph.tokens)))
+    assert [n.position for n in graph.nodes if n.kind is NodeKind.EMBEDDING] == list(
+        range(len(graph.tokens))
+    )
 
 
 def test_logit_difference_edges_equal_interventions():
@@ -124,7 +130,9 @@ def test_logit_difference_edges_equal_interventions():
     graph = attribute(rm, PROMPT, targets=LogitDifference("w7", 12))
     a = lens.to_tokens("w7", prepend_bos=False)[0, 0].item()
     targets, M, row_sums, clean = measure(rm, graph, diff=(a, 12))
-    torch.testing.assert_close(graph.adjacency[targets].double(), M, rtol=1e-4, atol=1e-9 * float(M.abs().max()))
+    torch.testing.assert_close(
+        graph.adjacency[targets].double(), M, rtol=1e-4, atol=1e-9 * float(M.abs().max())
+    )
     logit = graph.nodes[graph.indices(NodeKind.LOGIT)[0]]
     assert logit.weight == 1.0 and logit.activation == pytest.approx(float(clean[-1]), rel=1e-6)
 
@@ -145,7 +153,9 @@ def test_default_logit_targets_reach_95_percent_or_ten():
             expected.append(t)
             total += float(probs[t])
         assert ids == expected
-        assert [n.probability for n in nodes] == pytest.approx([float(probs[t]) for t in ids], rel=1e-5)
+        assert [n.probability for n in nodes] == pytest.approx(
+            [float(probs[t]) for t in ids], rel=1e-5
+        )
     named = logit_targets_for(rm, run, ["w5", 3]).nodes
     assert [n.token_id for n in named] == [lens.to_tokens("w5", prepend_bos=False)[0, 0].item(), 3]
     with pytest.raises(Exception, match="2 tokens"):
@@ -162,16 +172,23 @@ def test_budgeted_graph_is_a_subgraph_visited_by_influence():
     assert int(budget.mask(NodeKind.FEATURE).sum()) == n_active // 3
     index = {_key(n): i for i, n in enumerate(full.nodes)}
     sub = torch.tensor([index[_key(n)] for n in budget.nodes])
-    assert full.nodes[0].kind is NodeKind.EMBEDDING and [full.nodes[i] for i in sub.tolist()] == budget.nodes
+    assert (
+        full.nodes[0].kind is NodeKind.EMBEDDING
+        and [full.nodes[i] for i in sub.tolist()] == budget.nodes
+    )
     scale = float(full.adjacency.abs().max())
-    torch.testing.assert_close(budget.adjacency, full.adjacency[sub][:, sub], rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(
+        budget.adjacency, full.adjacency[sub][:, sub], rtol=1e-4, atol=1e-5 * scale
+    )
     # the first batch of features visited are the ones the logit rows alone rank highest
     first = attribute(rm, PROMPT, max_feature_nodes=5, batch_size=5)
     logits, feats = full.mask(NodeKind.LOGIT), full.mask(NodeKind.FEATURE)
     rows = full.adjacency[logits].abs()
     direct = full.logit_weights[logits] @ (rows / rows.sum(1, keepdim=True))
     top = torch.argsort(direct * feats, descending=True)[:5]
-    assert {_key(full.nodes[i]) for i in top.tolist()} == {_key(n) for n in first.nodes if n.kind is NodeKind.FEATURE}
+    assert {_key(full.nodes[i]) for i in top.tolist()} == {
+        _key(n) for n in first.nodes if n.kind is NodeKind.FEATURE
+    }
 
 
 def _key(n):

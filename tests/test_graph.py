@@ -44,8 +44,12 @@ def test_node_table_is_explicit(graph):
 def test_save_load_round_trip(graph, tmp_path):
     graph.save(tmp_path / "g")
     loaded = AttributionGraph.load(tmp_path / "g")
-    assert loaded.nodes == graph.nodes and loaded.info == graph.info and loaded.prompt == graph.prompt
-    assert torch.equal(loaded.adjacency, graph.adjacency) and torch.equal(loaded.tokens, graph.tokens)
+    assert (
+        loaded.nodes == graph.nodes and loaded.info == graph.info and loaded.prompt == graph.prompt
+    )
+    assert torch.equal(loaded.adjacency, graph.adjacency) and torch.equal(
+        loaded.tokens, graph.tokens
+    )
     pruned = graph.prune()
     pruned.save(tmp_path / "p")
     again = AttributionGraph.load(tmp_path / "p")
@@ -97,7 +101,9 @@ def test_neuronpedia_export(graph, tmp_path):
     group = [("group", [ids[i] for i in graph.indices(NodeKind.FEATURE)[:2]])]
     data = to_neuronpedia(graph, "tiny", supernodes=group)
     assert set(data) == {"metadata", "qParams", "nodes", "links"}
-    assert data["metadata"]["prompt_tokens"] == [graph.nodes[i].token for i in range(len(graph.tokens))]
+    assert data["metadata"]["prompt_tokens"] == [
+        graph.nodes[i].token for i in range(len(graph.tokens))
+    ]
     assert data["qParams"]["supernodes"] == [["group", *group[0][1]]]
     node_set = {n["node_id"] for n in data["nodes"]}
     assert all(link["source"] in node_set and link["target"] in node_set for link in data["links"])
@@ -107,7 +113,9 @@ def test_neuronpedia_export(graph, tmp_path):
     assert sum(n["is_target_logit"] for n in logits) == 1
     assert {n["layer"] for n in logits} == {str(graph.info.n_layers + 1)}
     path = write_neuronpedia(graph, tmp_path, "tiny")
-    write_neuronpedia(graph, tmp_path, "tiny", supernodes=group)  # rewriting replaces the index entry
+    write_neuronpedia(
+        graph, tmp_path, "tiny", supernodes=group
+    )  # rewriting replaces the index entry
     index = json.loads((tmp_path / "graph-metadata.json").read_text())
     assert [g["slug"] for g in index["graphs"]] == ["tiny"] and json.loads(path.read_text()) == data
     with pytest.raises(Exception, match="unpruned"):
@@ -116,5 +124,10 @@ def test_neuronpedia_export(graph, tmp_path):
 
 def test_scores_match_prune_functions(graph):
     s = graph.scores()
-    direct = P.scores(graph.adjacency, graph.logit_weights, graph.mask(NodeKind.ERROR), graph.mask(NodeKind.EMBEDDING))
+    direct = P.scores(
+        graph.adjacency,
+        graph.logit_weights,
+        graph.mask(NodeKind.ERROR),
+        graph.mask(NodeKind.EMBEDDING),
+    )
     assert s == direct and 0 < s.replacement < 1 and 0 < s.completeness < 1

@@ -40,7 +40,9 @@ def active_features(run: CleanRun) -> ActiveFeatures:
     for layer, acts in enumerate(run.features):
         a = acts[0, 1:]
         nz = a.nonzero()
-        parts.append((torch.full((nz.shape[0],), layer), nz[:, 0] + 1, nz[:, 1], a[nz[:, 0], nz[:, 1]]))
+        parts.append(
+            (torch.full((nz.shape[0],), layer), nz[:, 0] + 1, nz[:, 1], a[nz[:, 0], nz[:, 1]])
+        )
     layer, position, feature, activation = (torch.cat(x) for x in zip(*parts))
     return ActiveFeatures(layer.cpu().long(), position.cpu().long(), feature.cpu().long(),
                           activation.detach().float().cpu())  # fmt: skip
@@ -71,7 +73,9 @@ class SourceBank:
     unit_scales: bool  # the transcoder's output scales are all 1 (folded)
 
     @classmethod
-    def build(cls, clt: Any, run: CleanRun, feats: ActiveFeatures, dtype: torch.dtype) -> SourceBank:
+    def build(
+        cls, clt: Any, run: CleanRun, feats: ActiveFeatures, dtype: torch.dtype
+    ) -> SourceBank:
         L, pos, dev = clt.cfg.n_layers, run.tokens.shape[1], clt.device
         n_sources = pos + feats.count + L * (pos - 1)
         slots = []

@@ -71,7 +71,9 @@ def linearise(replacement: ReplacementModel, run: CleanRun) -> Tape:
         values = [clt.decode_layer(run.features, layer) + run.errors[layer] for layer in range(L)]
     for layer in range(L):
         hooks.append((lens.mlp_in(layer, clt.cfg.input_hook), _bind(read_input, layer=layer)))
-        hooks.append((lens.mlp_out(layer, clt.cfg.output_hook), _bind(constant, value=values[layer])))
+        hooks.append(
+            (lens.mlp_out(layer, clt.cfg.output_hook), _bind(constant, value=values[layer]))
+        )
     hooks += [(name, embedding) for name in lens.embeddings()]
     with torch.enable_grad(), warnings.catch_warnings():
         # TransformerLens 4 notes that frozen scales bypass the native norm; that is the point
@@ -113,7 +115,6 @@ def backward(
     return list(grads[:top]), emb
 
 
-
 def feature_injections(
     tape: Tape, clt: Any, layer: Tensor, position: Tensor, feature: Tensor
 ) -> tuple[list[tuple[Tensor, Tensor]], int]:
@@ -129,5 +130,3 @@ def feature_injections(
         g[sel.to(x.device), 0, position[sel].to(x.device)] = enc.to(g.dtype)
         injections.append((x, g))
     return injections, int(layer.max())
-
-

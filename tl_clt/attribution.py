@@ -96,7 +96,9 @@ def attribute(
     bar.close()
     A = _adjacency(sources, visited, feat_rows, logit_rows, full)
     text = prompt if isinstance(prompt, str) else None
-    return _graph(replacement, run, feats, sources, logit_targets, visited, A, max_feature_nodes, text)
+    return _graph(
+        replacement, run, feats, sources, logit_targets, visited, A, max_feature_nodes, text
+    )
 
 
 def _logit_rows(
@@ -146,7 +148,9 @@ def _feature_rows(
     done, batches = 0, 0
     while done < n_rows:
         if budgeted and batches % update_interval == 0:
-            infl = partial_influence(logit_rows, weights, rows[:done], sources.n_pos + visited[:done])
+            infl = partial_influence(
+                logit_rows, weights, rows[:done], sources.n_pos + visited[:done]
+            )
             features = infl[sources.n_pos : sources.n_pos + feats.count].cpu()
             ranked = torch.argsort(features, descending=True, stable=True)
             seen = torch.zeros(feats.count, dtype=torch.bool)
@@ -234,7 +238,10 @@ def _graph(
     tokens = run.tokens[0].cpu()
     strs = lens.to_str_tokens(tokens)
     chosen = torch.sort(visited).values
-    nodes = [Node(NodeKind.EMBEDDING, q, token_id=int(t), token=strs[q]) for q, t in enumerate(tokens.tolist())]
+    nodes = [
+        Node(NodeKind.EMBEDDING, q, token_id=int(t), token=strs[q])
+        for q, t in enumerate(tokens.tolist())
+    ]
     lay, pos, fid, act = (x[chosen].tolist() for x in feats)
     nodes += [Node(NodeKind.FEATURE, p, layer=ly, feature=f, token=strs[p], activation=a)
               for ly, p, f, a in zip(lay, pos, fid, act)]  # fmt: skip
@@ -252,5 +259,7 @@ def _graph(
         d_vocab=lens.d_vocab,
     )
     if text is None:
-        text = lens.tokenizer.decode(tokens.tolist()) if lens.tokenizer is not None else " ".join(strs)
+        text = (
+            lens.tokenizer.decode(tokens.tolist()) if lens.tokenizer is not None else " ".join(strs)
+        )
     return AttributionGraph(text, tokens, nodes, A, info)

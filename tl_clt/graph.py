@@ -98,7 +98,7 @@ class GraphInfo:
     completeness_score: float | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class AttributionGraph:
     """Nodes, the dense adjacency [target, source] and where the graph came from.
 

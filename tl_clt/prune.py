@@ -165,7 +165,9 @@ def scores(
 
 
 def subgraph(
-    A: Float[Tensor, "n n"], node_mask: Bool[Tensor, " n"], edge_mask: Bool[Tensor, "n n"] | None = None
+    A: Float[Tensor, "n n"],
+    node_mask: Bool[Tensor, " n"],
+    edge_mask: Bool[Tensor, "n n"] | None = None,
 ) -> PrunedGraph:
     """The adjacency among kept nodes (kept edges only) and the kept nodes' original indices."""
     index = node_mask.nonzero()[:, 0]

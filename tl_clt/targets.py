@@ -36,7 +36,6 @@ class LogitTargets(NamedTuple):
     nodes: list[Node]
 
 
-
 def logit_targets_for(
     replacement: ReplacementModel,
     run: CleanRun,
@@ -91,4 +90,3 @@ def _token_id(lens: Any, token: str | int, vocab: int) -> int:
 
 def _token_str(lens: Any, token_id: int) -> str:
     return lens.to_str_tokens(torch.tensor([token_id]))[0]
-

@@ -15,13 +15,17 @@ HELP = "build, prune and save the attribution graph of a prompt; print its top p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the prompt to trace (a BOS is prepended)")
-    parser.add_argument("--model", metavar="DIR", help="a Hugging Face model directory (with --clt)")
+    parser.add_argument(
+        "--model", metavar="DIR", help="a Hugging Face model directory (with --clt)"
+    )
     parser.add_argument("--clt", metavar="DIR", help="a transcoder saved with save_pretrained")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: graphs/<slug>)")
     parser.add_argument("--slug", help="the graph's name in the files (default: from the prompt)")
     parser.add_argument("--target", action="append", metavar="TOKEN",
                         help="a logit target token (repeatable; default: the most likely tokens)")  # fmt: skip
-    parser.add_argument("--logit-diff", nargs=2, metavar=("A", "B"), help="target logit(A) - logit(B)")
+    parser.add_argument(
+        "--logit-diff", nargs=2, metavar=("A", "B"), help="target logit(A) - logit(B)"
+    )
     parser.add_argument("--max-feature-nodes", type=int, help="feature-node budget (default: all)")
     parser.add_argument("--batch-size", type=int, default=256, help="targets per backward pass")
     parser.add_argument("--node-threshold", type=float, default=0.8)
@@ -85,14 +89,23 @@ def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
     full = graph.scores()
     print(f"prompt: {graph.prompt!r}  ({graph.info.model}, {graph.info.transcoder})")
     counts = ", ".join(f"{int(graph.mask(kind).sum())} {kind.value}" for kind in NodeKind)
-    print(f"graph: {counts}; pruned to {pruned.n_nodes} nodes, {int((pruned.adjacency != 0).sum())} edges")
+    print(
+        f"graph: {counts}; pruned to {pruned.n_nodes} nodes, {int((pruned.adjacency != 0).sum())} edges"
+    )
     logits = [pruned.nodes[i] for i in pruned.indices(NodeKind.LOGIT)]
     top = max(logits, key=lambda n: n.weight)
-    print(f"top logit: {top.token!r}" + (f" (p={top.probability:.3f})" if top.probability is not None else ""))
+    print(
+        f"top logit: {top.token!r}"
+        + (f" (p={top.probability:.3f})" if top.probability is not None else "")
+    )
     print(f"top paths to {top.token!r} (share of its input carried by the path):")
     for path in pruned.top_paths(k):
         labels = " -> ".join(pruned.nodes[i].label() for i in path.nodes)
         print(f"  {path.score:.4f}  {labels}")
-    print(f"replacement score: {pruned.info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned")
-    print(f"completeness score: {pruned.info.completeness_score:.3f} pruned, {full.completeness:.3f} unpruned")
+    print(
+        f"replacement score: {pruned.info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned"
+    )
+    print(
+        f"completeness score: {pruned.info.completeness_score:.3f} pruned, {full.completeness:.3f} unpruned"
+    )
     print(f"wrote {out / 'graph'}, {out / 'pruned'} and {out / (slug + '.json')}")

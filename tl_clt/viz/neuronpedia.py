@@ -47,10 +47,14 @@ def node_ids(graph: AttributionGraph) -> list[str]:
     """Every node's viewer id, in node-table order (unique within a graph)."""
     vocab = graph.info.d_vocab or 0
     logits = {i: k for k, i in enumerate(graph.indices(NodeKind.LOGIT))}
-    return [node_id(n, graph.info.n_layers, vocab + logits.get(i, 0)) for i, n in enumerate(graph.nodes)]
+    return [
+        node_id(n, graph.info.n_layers, vocab + logits.get(i, 0)) for i, n in enumerate(graph.nodes)
+    ]
 
 
-def _node_record(graph: AttributionGraph, i: int, nid: str, influence: float, top: int) -> dict[str, Any]:
+def _node_record(
+    graph: AttributionGraph, i: int, nid: str, influence: float, top: int
+) -> dict[str, Any]:
     n, L = graph.nodes[i], graph.info.n_layers
     digits = 10 ** math.ceil(math.log10(max(graph.info.n_features, 2)))
     record: dict[str, Any] = {
