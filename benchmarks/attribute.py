@@ -44,7 +44,8 @@ PHASES = {  # function name in the profile -> phase
     "backward": "4 backward passes",
     "edges": "4 edge products (decoders . grads)",
     "partial_influence": "5 influence ranking (budget)",
-    "_assemble": "6 assemble node table + adjacency",
+    "_adjacency": "6 assemble adjacency",
+    "_graph": "6 assemble node table",
 }
 
 
@@ -280,6 +281,7 @@ def main() -> None:
     run_lengths(rm, prompts, args.budget)
     run_case_studies(rm)
     run_phases(rm, prompts[min(2, len(prompts) - 1)])
+    run_phases(rm, prompts[min(2, len(prompts) - 1)], max_feature_nodes=args.budget)
     if args.gemma == "skip" or (args.gemma == "auto" and not torch.cuda.is_available()):
         print("# Gemma-2-2B-shape case skipped (no CUDA; --gemma tiny checks its code path)")
         return
