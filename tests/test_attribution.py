@@ -205,3 +205,18 @@ def test_batch_size_and_dtype_knobs():
     c = attribute(rm, PROMPT, dtype=torch.bfloat16)
     assert (c.adjacency - a.adjacency).abs().max() < 0.02 * scale
     assert c.adjacency.dtype == torch.float32
+
+
+def test_linearised_pass_reproduces_the_model():
+    from tl_clt._linear import grad_free_params, linearise
+
+    lens = get_model("llama", n_layers=3)
+    rm = ReplacementModel(lens, clt_for(lens, architecture="per_layer"))
+    tokens = lens.tokens(PROMPT)
+    run = rm.capture(tokens)
+    with grad_free_params(lens.model):
+        tape = linearise(rm, run)
+    torch.testing.assert_close(
+        tape.logits.detach(), lens.model(tokens)[:, -1].detach(), atol=1e-4, rtol=1e-4
+    )
+    assert all(p.requires_grad for p in lens.model.parameters())  # restored afterwards
