@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from tl_clt import CLTConfig, CrossLayerTranscoder, ReplacementModel, attribute
+from tl_clt.errors import TLCLTError
 from tl_clt.lens import from_hf, tiny_model
 from tl_clt.tokenization import SPECIALS, word_level_tokenizer
 
@@ -166,8 +167,8 @@ def benchmark_pair() -> tuple[str, ReplacementModel, list[torch.Tensor]]:
         text = " ".join(item.prompt for item in toy.load_items())
         ids = lens.to_tokens(text)[0]
         return "shipped toy model + CLT", rm, [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
-    except (ImportError, AttributeError):
-        pass
+    except (ImportError, AttributeError, TLCLTError) as exc:
+        print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")
     lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, d_vocab=700, n_ctx=64)
     rm = ReplacementModel(lens, random_clt(lens, 1024))
     gen = torch.Generator().manual_seed(0)
@@ -249,7 +250,7 @@ def run_case_studies(rm: ReplacementModel) -> None:
         toy = importlib.import_module("tl_clt.toy")
         prompts = getattr(toy, "case_study_prompts", None)
         prompts = prompts() if prompts else [item.prompt for item in toy.load_items()[:8]]
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, TLCLTError):
         return
     print(f"{'replacement':>11} {'completeness':>12}  prompt (after default pruning)")
     for prompt in prompts:
