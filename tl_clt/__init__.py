@@ -41,3 +41,9 @@ __all__ = [
     "generate",
     "intervene",
 ]
+
+from tl_clt import prune  # noqa: E402
+from tl_clt.attribution import LogitDifference, attribute  # noqa: E402
+from tl_clt.graph import AttributionGraph, Node, NodeKind  # noqa: E402
+
+__all__ += ["AttributionGraph", "LogitDifference", "Node", "NodeKind", "attribute", "prune"]

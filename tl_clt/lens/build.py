@@ -70,7 +70,7 @@ def _hooked_from_hf(hf_model: Any, tokenizer: Any, name: str):
         )  # fmt: skip
         convert = convert_gpt2_weights
     elif arch == "LlamaForCausalLM":
-        d_head = c.hidden_size // c.num_attention_heads
+        d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         kv = c.num_key_value_heads
         cfg = dict(
             d_model=c.hidden_size, n_heads=c.num_attention_heads, d_head=d_head,

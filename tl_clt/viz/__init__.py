@@ -1,5 +1,6 @@
 """Offline HTML for tl_clt: escaping helpers, self-contained pages, circuitsvis with its bundle
-inlined, and feature cards and browsers."""
+inlined, feature cards and browsers; `neuronpedia` exports graphs as Neuronpedia /
+circuit-tracer JSON."""
 
 from tl_clt.viz import escape
 from tl_clt.viz.circuitsvis import Panel, Vis, colored_tokens, text_neuron_activations, topk_samples

@@ -1,0 +1,316 @@
+"""Attribution-graph benchmark: wall time and peak memory of `tl_clt.attribute` at prompt lengths
+8, 16, 32 and 64, with and without a feature-node budget, the replacement and completeness
+scores after default pruning, and where the time goes.
+
+Model: the shipped toy model and its CLT when `tl_clt.toy` provides them; otherwise a random
+GPT-2-style model (4 layers, d_model 128, d_mlp 512, vocab 700) with a random cross-layer CLT of
+1,024 features per layer whose encoder biases give ~25 active features per token and layer.
+
+A second part builds a random model of Gemma-2-2B's shape (26 layers, d_model 2304, d_mlp 9216,
+vocab 256,000, 8 heads of 256) directly on the GPU in bf16, with a random CLT of 4,096 features
+per layer (~64 active per token and layer), and times a 64-token graph with an 8,192-feature-node
+budget. It runs when CUDA is available; `--gemma tiny` runs the same code path at a tiny size
+(on the CPU here) to check it.
+
+    python benchmarks/attribute.py [--threads 1] [--budget 512] [--gemma auto|tiny|skip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import ctypes
+import importlib
+import os
+import pstats
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from tl_clt import CLTConfig, CrossLayerTranscoder, ReplacementModel, attribute
+from tl_clt.errors import TLCLTError
+from tl_clt.lens import from_hf, tiny_model
+from tl_clt.tokenization import SPECIALS, word_level_tokenizer
+
+LENGTHS = (8, 16, 32, 64)
+PHASES = {  # function name in the profile -> phase
+    "capture": "1 capture (spliced forward)",
+    "linearise": "3 linearised forward",
+    "backward": "4 backward passes",
+    "edges": "4 edge products (decoders . grads)",
+    "partial_influence": "5 influence ranking (budget)",
+    "_adjacency": "6 assemble adjacency",
+    "_graph": "6 assemble node table",
+}
+
+
+# ---------------------------------------------------------------------- measuring
+@contextmanager
+def peak_memory(device: torch.device):
+    """Yields a dict that receives 'peak_mb': peak GPU memory allocated (CUDA) or the peak
+    rise of the process's resident set over its size at entry (CPU, sampled every 2 ms; call
+    `track_heap()` first so that freed memory leaves the resident set)."""
+    out: dict[str, float] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield out
+        torch.cuda.synchronize(device)
+        out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    _libc_call("malloc_trim", 0)
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base, peak, stop = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        out["peak_mb"] = (max(peak[0], rss()) - base) / 2**20
+
+
+def _libc_call(name: str, *args: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: rougher figures
+        getattr(ctypes.CDLL("libc.so.6"), name)(*args)
+
+
+def track_heap() -> None:
+    """Make glibc mmap every large block, so freed tensors leave the resident set at once.
+    This slows allocation down: time first, measure memory afterwards."""
+    _libc_call("mallopt", -3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed instead of adaptive
+
+
+def best_time(fn: Callable[[], Any], device: torch.device, repeat: int = 2) -> tuple[Any, float]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
+    with peak_memory(device) as mem:
+        fn()
+    return mem["peak_mb"]
+
+
+def phase_times(fn: Callable[[], Any], repeat: int = 2) -> dict[str, float]:
+    """Cumulative seconds per phase (cProfile), from the fastest of `repeat` runs."""
+    best: dict[str, float] = {"total": float("inf")}
+    for _ in range(repeat):
+        prof = cProfile.Profile()
+        prof.runcall(fn)
+        stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+        out = {phase: 0.0 for phase in PHASES.values()}
+        out["total"] = 0.0
+        for (_, _, name), (_, _, _, cum, _) in stats.items():
+            if name in PHASES:
+                out[PHASES[name]] += cum
+            if name == "attribute":
+                out["total"] = max(out["total"], cum)
+        if out["total"] < best["total"]:
+            best = out
+    return best
+
+
+# ---------------------------------------------------------------------- models
+def calibrate_encoder(rm: ReplacementModel, tokens: torch.Tensor, active: int) -> None:
+    """Set each layer's encoder bias so that on `tokens` about `active` features per token
+    are positive (the bias is minus the mean of each token's active-th largest pre-activation)."""
+    lens, clt = rm.lens, rm.clt
+    names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in range(rm.n_layers)]
+    with torch.no_grad():
+        _, cache = lens.run_with_cache(tokens, names)
+        for layer, name in enumerate(names):
+            h = cache[name][0, 1:].to(clt.dtype) @ clt.W_enc_at(layer)
+            kth = h.float().topk(active, dim=-1).values[:, -1]
+            clt.b_enc[layer] = -kth.mean().to(clt.dtype)
+
+
+def random_clt(lens: Any, n_features: int, dtype: str = "float32") -> CrossLayerTranscoder:
+    cfg = CLTConfig(n_layers=lens.n_layers, d_model=lens.d_model, n_features=n_features,
+                    dtype=dtype, model=lens.identity())  # fmt: skip
+    clt = CrossLayerTranscoder(cfg, device=lens.device)
+    with torch.no_grad():
+        clt.W_enc.normal_(0.0, lens.d_model**-0.5)
+    return clt.eval()
+
+
+def benchmark_pair() -> tuple[str, ReplacementModel, list[torch.Tensor]]:
+    """(description, replacement model, prompts of each length)."""
+    try:
+        toy = importlib.import_module("tl_clt.toy")
+        lens, clt = toy.load_model(), toy.load_clt()
+        rm = ReplacementModel(lens, clt)
+        text = " ".join(item.prompt for item in toy.load_items())
+        ids = lens.to_tokens(text)[0]
+        return "shipped toy model + CLT", rm, [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
+    except (ImportError, AttributeError, TLCLTError) as exc:
+        print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")
+    lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, d_vocab=700, n_ctx=64)
+    rm = ReplacementModel(lens, random_clt(lens, 1024))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(len(SPECIALS), 700, (max(LENGTHS),), generator=gen)
+    ids[0] = lens.tokenizer.bos_token_id
+    calibrate_encoder(rm, ids[None], active=25)
+    return (
+        "random 4-layer d128 model + random CLT (1024 features/layer)",
+        rm,
+        [ids[:n] for n in LENGTHS],
+    )
+
+
+def gemma_shape(
+    tiny: bool, device: torch.device
+) -> tuple[str, ReplacementModel, torch.Tensor, int]:
+    """A random Llama-family model of Gemma-2-2B's shape (tied embeddings), built on `device` in
+    bf16 (no host copy), a random bf16 CLT, a 64-token prompt; with `tiny`, the same at toy size.
+    Returns (description, replacement model, prompt, feature-node budget)."""
+    import transformers as tf
+
+    shape = dict(n_layers=26, d_model=2304, d_mlp=9216, vocab=256_000, heads=8, d_head=256,
+                 features=4096, active=64, pos=64, budget=8192)  # fmt: skip
+    if tiny:
+        shape = dict(n_layers=3, d_model=72, d_mlp=288, vocab=2000, heads=2, d_head=48,
+                     features=256, active=8, pos=16, budget=96)  # fmt: skip
+    config = tf.LlamaConfig(
+        num_hidden_layers=shape["n_layers"], hidden_size=shape["d_model"],
+        intermediate_size=shape["d_mlp"], vocab_size=shape["vocab"],
+        num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
+        head_dim=shape["d_head"], max_position_embeddings=128, tie_word_embeddings=True,
+        architectures=["LlamaForCausalLM"],
+    )  # fmt: skip
+    with torch.device(device):
+        hf = tf.AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16).eval()
+    words = [f"w{i}" for i in range(shape["vocab"] - len(SPECIALS))]
+    tok = word_level_tokenizer(words, tempfile.mkdtemp(prefix="tl_clt_gemma_tok_"))
+    with torch.device(device):
+        lens = from_hf(hf, tok, name="random-gemma-2-2b-shape")
+    rm = ReplacementModel(lens, random_clt(lens, shape["features"], dtype="bfloat16"))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(len(SPECIALS), shape["vocab"], (1, shape["pos"]), generator=gen)
+    ids[0, 0] = tok.bos_token_id
+    ids = ids.to(lens.device)
+    calibrate_encoder(rm, ids, shape["active"])
+    what = "tiny stand-in" if tiny else "Gemma-2-2B shape"
+    return f"{what}: {shape}", rm, ids, shape["budget"]
+
+
+# ---------------------------------------------------------------------- reports
+def run_lengths(rm: ReplacementModel, prompts: list[torch.Tensor], budget: int) -> None:
+    """Time every (length, budget) case (best of 2), then measure their peak memory."""
+    device = rm.lens.device
+    attribute(rm, prompts[0][None], progress=False)  # warm up
+    cases = [(ids, b) for ids in prompts for b in (None, budget)]
+    rows = []
+    for ids, b in cases:
+        graph, seconds = best_time(
+            lambda ids=ids, b=b: attribute(rm, ids[None], max_feature_nodes=b, progress=False),
+            device,
+        )
+        rows.append((graph, seconds))
+    if device.type == "cpu":
+        track_heap()
+    peaks = [peak_mb(lambda ids=ids, b=b: attribute(rm, ids[None], max_feature_nodes=b, progress=False), device)
+             for ids, b in cases]  # fmt: skip
+    print(f"{'tokens':>6} {'budget':>7} {'active':>7} {'nodes':>6} {'seconds':>8} {'peak MB':>8} "
+          f"{'replacement':>11} {'completeness':>12}")  # fmt: skip
+    for (ids, b), (graph, seconds), peak in zip(cases, rows, peaks):
+        pruned = graph.prune()
+        score = f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}"
+        print(f"{len(ids):>6} {b or 'all':>7} {graph.info.n_active_features:>7} "
+              f"{graph.n_nodes:>6} {seconds:>8.3f} {peak:>8.1f} {score}")  # fmt: skip
+
+
+def run_case_studies(rm: ReplacementModel) -> None:
+    """Scores after default pruning on the shipped model's case-study prompts (when shipped)."""
+    try:
+        toy = importlib.import_module("tl_clt.toy")
+        prompts = getattr(toy, "case_study_prompts", None)
+        prompts = prompts() if prompts else [item.prompt for item in toy.load_items()[:8]]
+    except (ImportError, AttributeError, TLCLTError):
+        return
+    print(f"{'replacement':>11} {'completeness':>12}  prompt (after default pruning)")
+    for prompt in prompts:
+        pruned = attribute(rm, prompt, progress=False).prune()
+        print(
+            f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}  {prompt!r}"
+        )
+
+
+def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
+    times = phase_times(
+        lambda: attribute(rm, ids[None] if ids.dim() == 1 else ids, progress=False, **kw)
+    )
+    note = "; CUDA is asynchronous: phases are approximate" if rm.lens.device.type == "cuda" else ""
+    print(f"where the time goes ({ids.shape[-1]} tokens, {kw or 'all features'}; cProfile{note}):")
+    for phase, seconds in times.items():
+        print(f"  {phase:<40} {seconds:>7.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--budget", type=int, default=512, help="feature-node budget to compare")
+    parser.add_argument("--gemma", choices=["auto", "tiny", "skip"], default="auto")
+    parser.add_argument("--gemma-batch", type=int, default=128,
+                        help="targets per backward pass in the Gemma-shape case (memory)")  # fmt: skip
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    what, rm, prompts = benchmark_pair()
+    device = rm.lens.device
+    print(f"# {what}; {type(rm.lens.model).__name__}; device {device}; {args.threads} thread(s)")
+    run_lengths(rm, prompts, args.budget)
+    run_case_studies(rm)
+    run_phases(rm, prompts[min(2, len(prompts) - 1)])
+    run_phases(rm, prompts[min(2, len(prompts) - 1)], max_feature_nodes=args.budget)
+    if args.gemma == "skip" or (args.gemma == "auto" and not torch.cuda.is_available()):
+        print("# Gemma-2-2B-shape case skipped (no CUDA; --gemma tiny checks its code path)")
+        return
+    gpu = (
+        torch.device("cuda")
+        if torch.cuda.is_available() and args.gemma == "auto"
+        else torch.device("cpu")
+    )
+    what, rm, ids, budget = gemma_shape(args.gemma == "tiny", gpu)
+    print(f"# {what}; {type(rm.lens.model).__name__}; device {gpu}")
+    kw = {"max_feature_nodes": budget, "batch_size": args.gemma_batch, "progress": False}
+    attribute(rm, ids[:, :8], **{**kw, "max_feature_nodes": 64})  # warm up
+    run = lambda: attribute(rm, ids, **kw)  # noqa: E731
+    graph, seconds = best_time(run, gpu)
+    peak = peak_mb(run, gpu)
+    pruned = graph.prune()
+    print(
+        f"{ids.shape[1]} tokens, budget {budget}, batch {args.gemma_batch}: "
+        f"{graph.info.n_active_features} active features, "
+        f"{graph.n_nodes} nodes, {seconds:.3f} s, peak {peak:.0f} MB; after default pruning: "
+        f"replacement {pruned.info.replacement_score:.3f}, completeness {pruned.info.completeness_score:.3f}"
+    )
+    run_phases(rm, ids, max_feature_nodes=budget, batch_size=args.gemma_batch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""AttributionGraph: node table, files (round trip, damaged files), pruned graphs that map back
+to the original, and the Neuronpedia / circuit-tracer JSON export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import clt_for, get_model
+
+from tl_clt import AttributionGraph, NodeKind, ReplacementModel, attribute
+from tl_clt import prune as P
+from tl_clt.errors import CheckpointError
+from tl_clt.viz.neuronpedia import node_ids, to_neuronpedia, write_neuronpedia
+
+PROMPT = "w3 w1 w4 w1 w5 w9 w2 w6"
+
+
+@pytest.fixture(scope="module")
+def graph():
+    lens = get_model("gpt2", n_layers=3)
+    return attribute(ReplacementModel(lens, clt_for(lens, n_features=40)), PROMPT)
+
+
+def test_node_table_is_explicit(graph):
+    kinds = [n.kind for n in graph.nodes]
+    assert set(kinds) == set(NodeKind)
+    L, pos = graph.info.n_layers, len(graph.tokens)
+    assert kinds.count(NodeKind.ERROR) == L * (pos - 1) and kinds.count(NodeKind.EMBEDDING) == pos
+    i = graph.find(NodeKind.ERROR, layer=1, position=3)
+    assert graph.nodes[i].layer == 1 and graph.nodes[i].activation > 0
+    f = graph.nodes[graph.indices(NodeKind.FEATURE)[0]]
+    assert f.token == graph.nodes[f.position].token and f.activation != 0
+    # rows of embeddings and errors are empty; features feed only later layers
+    assert not graph.adjacency[graph.mask(NodeKind.EMBEDDING, NodeKind.ERROR)].any()
+    for t in graph.indices(NodeKind.FEATURE):
+        for s in graph.adjacency[t].nonzero()[:, 0].tolist():
+            src = graph.nodes[s]
+            if src.kind in (NodeKind.FEATURE, NodeKind.ERROR):
+                assert src.layer < graph.nodes[t].layer and src.position <= graph.nodes[t].position
+
+
+def test_save_load_round_trip(graph, tmp_path):
+    graph.save(tmp_path / "g")
+    loaded = AttributionGraph.load(tmp_path / "g")
+    assert (
+        loaded.nodes == graph.nodes and loaded.info == graph.info and loaded.prompt == graph.prompt
+    )
+    assert torch.equal(loaded.adjacency, graph.adjacency) and torch.equal(
+        loaded.tokens, graph.tokens
+    )
+    pruned = graph.prune()
+    pruned.save(tmp_path / "p")
+    again = AttributionGraph.load(tmp_path / "p")
+    assert torch.equal(again.original_index, pruned.original_index)
+    assert again.info.replacement_score == pruned.info.replacement_score
+
+
+def test_damaged_files_raise_checkpoint_errors(graph, tmp_path):
+    graph.save(tmp_path)
+    (tmp_path / "graph.safetensors").write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(CheckpointError):
+        AttributionGraph.load(tmp_path)
+    graph.save(tmp_path)
+    record = json.loads((tmp_path / "graph.json").read_text())
+    record["nodes"] = record["nodes"][:-1]  # the adjacency no longer fits the node table
+    (tmp_path / "graph.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="malformed"):
+        AttributionGraph.load(tmp_path)
+    with pytest.raises(CheckpointError):
+        AttributionGraph.load(tmp_path / "missing")
+
+
+def test_pruned_graph_maps_back_to_the_original(graph):
+    pruned = graph.prune(0.8, 0.98)
+    idx = pruned.original_index
+    assert [graph.nodes[i] for i in idx.tolist()] == pruned.nodes
+    kept = pruned.adjacency != 0
+    torch.testing.assert_close(pruned.adjacency[kept], graph.adjacency[idx][:, idx][kept])
+    assert pruned.mask(NodeKind.LOGIT).sum() == graph.mask(NodeKind.LOGIT).sum()
+    assert pruned.mask(NodeKind.EMBEDDING).sum() == len(graph.tokens)
+    assert pruned.n_nodes < graph.n_nodes
+    full = graph.scores()
+    assert 0 < pruned.info.replacement_score <= full.replacement + 1e-6
+    assert 0 < pruned.info.completeness_score <= full.completeness + 1e-6
+    # pruning a pruned graph composes the indices
+    twice = pruned.prune(0.5, 0.9)
+    assert [graph.nodes[i] for i in twice.original_index.tolist()] == twice.nodes
+    paths = pruned.top_paths(3)
+    assert paths and all(pruned.nodes[p.nodes[-1]].kind is NodeKind.LOGIT for p in paths)
+    assert all(pruned.nodes[p.nodes[0]].kind in (NodeKind.EMBEDDING, NodeKind.ERROR) for p in paths)
+    assert paths[0].score >= paths[-1].score
+
+
+def test_neuronpedia_export(graph, tmp_path):
+    ids = node_ids(graph)
+    assert len(set(ids)) == len(ids)
+    # an error id can never equal a feature id: feature ids have a number in the middle
+    assert all("_error_" in ids[i] for i in graph.indices(NodeKind.ERROR))
+    group = [("group", [ids[i] for i in graph.indices(NodeKind.FEATURE)[:2]])]
+    data = to_neuronpedia(graph, "tiny", supernodes=group)
+    assert set(data) == {"metadata", "qParams", "nodes", "links"}
+    assert data["metadata"]["prompt_tokens"] == [
+        graph.nodes[i].token for i in range(len(graph.tokens))
+    ]
+    assert data["qParams"]["supernodes"] == [["group", *group[0][1]]]
+    node_set = {n["node_id"] for n in data["nodes"]}
+    assert all(link["source"] in node_set and link["target"] in node_set for link in data["links"])
+    pruned = graph.prune()
+    assert len(data["links"]) == int((pruned.adjacency != 0).sum())
+    logits = [n for n in data["nodes"] if n["feature_type"] == "logit"]
+    assert sum(n["is_target_logit"] for n in logits) == 1
+    assert {n["layer"] for n in logits} == {str(graph.info.n_layers + 1)}
+    path = write_neuronpedia(graph, tmp_path, "tiny")
+    write_neuronpedia(
+        graph, tmp_path, "tiny", supernodes=group
+    )  # rewriting replaces the index entry
+    index = json.loads((tmp_path / "graph-metadata.json").read_text())
+    assert [g["slug"] for g in index["graphs"]] == ["tiny"] and json.loads(path.read_text()) == data
+    with pytest.raises(Exception, match="unpruned"):
+        to_neuronpedia(pruned, "x")
+
+
+def test_scores_match_prune_functions(graph):
+    s = graph.scores()
+    direct = P.scores(
+        graph.adjacency,
+        graph.logit_weights,
+        graph.mask(NodeKind.ERROR),
+        graph.mask(NodeKind.EMBEDDING),
+    )
+    assert s == direct and 0 < s.replacement < 1 and 0 < s.completeness < 1

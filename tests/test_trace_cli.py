@@ -1,0 +1,40 @@
+"""`tl-clt trace` on a model and transcoder given as directories: files written, paths and
+scores printed; bad arguments give a clear error and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import clt_for
+
+from tl_clt import AttributionGraph, NodeKind
+from tl_clt.cli import main
+from tl_clt.lens import load_model
+from tl_clt.lens.build import tiny_hf_model
+from tl_clt.tokenization import SPECIALS, word_level_tokenizer
+
+
+def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
+    model_dir, clt_dir, out = tmp_path / "model", tmp_path / "clt", tmp_path / "out"
+    hf = tiny_hf_model("gpt2", n_layers=2)
+    hf.save_pretrained(model_dir)
+    word_level_tokenizer([f"w{i}" for i in range(hf.config.vocab_size - len(SPECIALS))], model_dir)
+    clt_for(load_model(model_dir), n_features=32).save_pretrained(clt_dir)
+    args = ["trace", "w3 w1 w4 w1 w5", "--model", str(model_dir), "--clt", str(clt_dir),
+            "--out", str(out), "--slug", "demo", "--paths", "3"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "top paths to" in text and "replacement score:" in text and "completeness score:" in text
+    assert text.count(" -> ") >= 3 and "logit" in text
+    graph, pruned = AttributionGraph.load(out / "graph"), AttributionGraph.load(out / "pruned")
+    assert pruned.original_index is not None and pruned.n_nodes < graph.n_nodes
+    assert f"{pruned.info.replacement_score:.3f}" in text
+    assert json.loads((out / "demo.json").read_text())["metadata"]["slug"] == "demo"
+    assert main([*args, "--logit-diff", "w3", "w4", "--slug", "diff"]) == 0
+    diff = AttributionGraph.load(out / "graph")
+    assert [n.token for n in diff.nodes if n.kind is NodeKind.LOGIT] == ["w3 - w4"]
+
+
+def test_trace_rejects_half_a_model(tmp_path, capsys):
+    assert main(["trace", "w1 w2", "--model", str(tmp_path)]) == 2
+    assert "--clt" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""`tl-clt trace "prompt"`: build a prompt's attribution graph on the shipped model (or on
+`--model DIR --clt DIR`), prune it, write the graph files and print the strongest paths to the
+top logit and the replacement and completeness scores."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+HELP = "build, prune and save the attribution graph of a prompt; print its top paths and scores"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt to trace (a BOS is prepended)")
+    parser.add_argument(
+        "--model", metavar="DIR", help="a Hugging Face model directory (with --clt)"
+    )
+    parser.add_argument("--clt", metavar="DIR", help="a transcoder saved with save_pretrained")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: graphs/<slug>)")
+    parser.add_argument("--slug", help="the graph's name in the files (default: from the prompt)")
+    parser.add_argument("--target", action="append", metavar="TOKEN",
+                        help="a logit target token (repeatable; default: the most likely tokens)")  # fmt: skip
+    parser.add_argument(
+        "--logit-diff", nargs=2, metavar=("A", "B"), help="target logit(A) - logit(B)"
+    )
+    parser.add_argument("--max-feature-nodes", type=int, help="feature-node budget (default: all)")
+    parser.add_argument("--batch-size", type=int, default=256, help="targets per backward pass")
+    parser.add_argument("--node-threshold", type=float, default=0.8)
+    parser.add_argument("--edge-threshold", type=float, default=0.98)
+    parser.add_argument("--paths", type=int, default=5, help="how many top paths to print")
+
+
+def load_pair(model_dir: str | None, clt_dir: str | None) -> tuple[Any, Any]:
+    """(Lens, transcoder): from the two directories, or the shipped toy model and its CLT."""
+    from tl_clt.errors import InputError
+
+    if (model_dir is None) != (clt_dir is None):
+        raise InputError("give both --model DIR and --clt DIR, or neither (the shipped model)")
+    if model_dir is not None:
+        from tl_clt.clt import CrossLayerTranscoder
+        from tl_clt.lens import load_model
+
+        if not Path(model_dir).is_dir():
+            raise InputError(f"--model {model_dir} is not a directory")
+        return load_model(model_dir), CrossLayerTranscoder.from_pretrained(clt_dir)
+    try:
+        toy = importlib.import_module("tl_clt.toy")
+        load_model, load_clt = toy.load_model, toy.load_clt
+    except (ImportError, AttributeError) as exc:
+        raise InputError(
+            "the shipped model and transcoder are not available in this installation; "
+            "pass --model DIR --clt DIR"
+        ) from exc
+    return load_model(), load_clt()
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:48].rstrip("-") or "graph"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tl_clt import LogitDifference, ReplacementModel, attribute
+    from tl_clt.viz.neuronpedia import write_neuronpedia
+
+    lens, clt = load_pair(args.model, args.clt)
+    targets = LogitDifference(*args.logit_diff) if args.logit_diff else args.target
+    graph = attribute(
+        ReplacementModel(lens, clt), args.prompt, targets=targets,
+        max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
+    )  # fmt: skip
+    pruned = graph.prune(args.node_threshold, args.edge_threshold)
+    slug = args.slug or slugify(args.prompt)
+    out = Path(args.out or Path("graphs") / slug)
+    graph.save(out / "graph")
+    pruned.save(out / "pruned")
+    write_neuronpedia(graph, out, slug, node_threshold=args.node_threshold,
+                      edge_threshold=args.edge_threshold)  # fmt: skip
+    _report(graph, pruned, args.paths, out, slug)
+    return 0
+
+
+def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
+    from tl_clt.graph import NodeKind
+
+    full = graph.scores()
+    print(f"prompt: {graph.prompt!r}  ({graph.info.model}, {graph.info.transcoder})")
+    counts = ", ".join(f"{int(graph.mask(kind).sum())} {kind.value}" for kind in NodeKind)
+    print(
+        f"graph: {counts}; pruned to {pruned.n_nodes} nodes, {int((pruned.adjacency != 0).sum())} edges"
+    )
+    logits = [pruned.nodes[i] for i in pruned.indices(NodeKind.LOGIT)]
+    top = max(logits, key=lambda n: n.weight)
+    print(
+        f"top logit: {top.token!r}"
+        + (f" (p={top.probability:.3f})" if top.probability is not None else "")
+    )
+    print(f"top paths to {top.token!r} (share of its input carried by the path):")
+    for path in pruned.top_paths(k):
+        labels = " -> ".join(pruned.nodes[i].label() for i in path.nodes)
+        print(f"  {path.score:.4f}  {labels}")
+    print(
+        f"replacement score: {pruned.info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned"
+    )
+    print(
+        f"completeness score: {pruned.info.completeness_score:.3f} pruned, {full.completeness:.3f} unpruned"
+    )
+    print(f"wrote {out / 'graph'}, {out / 'pruned'} and {out / (slug + '.json')}")

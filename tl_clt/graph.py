@@ -1,0 +1,255 @@
+"""`AttributionGraph`: the direct-effect graph of one prompt in its local replacement model.
+
+Nodes are listed explicitly in a node table (`graph.nodes`, one `Node` per row: kind, layer,
+position, feature id, token, activation), never by an implied order; `graph.adjacency[i, j]` is
+the direct effect of source node j on target node i (rows of embeddings and errors are zero,
+they have no inputs). Pruning and scores come from the pure functions in `tl_clt.prune`; files
+are a safetensors file (adjacency, tokens) beside a JSON node table, each written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from tl_clt import prune as P
+from tl_clt.errors import CheckpointError, InputError
+from tl_clt.io import atomic_write, atomic_write_text
+
+FORMAT = "tl_clt.graph/1"
+TENSORS_FILE = "graph.safetensors"
+NODES_FILE = "graph.json"
+
+
+class NodeKind(str, Enum):
+    EMBEDDING = "embedding"
+    FEATURE = "feature"
+    ERROR = "error"
+    LOGIT = "logit"
+
+
+class Node(NamedTuple):
+    """One row of the node table. Fields that do not apply to a kind are None.
+
+    layer: the transcoder layer of a feature (where it reads) or an error node.
+    feature: a feature's index within its layer's dictionary.
+    token_id: the input token of an embedding node; the output token of a logit node (None
+        for a logit difference).
+    token: the input token string at `position`, or a logit node's output token ("a - b" for
+        a logit difference).
+    activation: a feature's activation; an error node's error-vector norm; a logit node's
+        target value (its logit minus the mean logit, or the logit difference).
+    probability: a logit node's softmax probability (None for a logit difference).
+    """
+
+    kind: NodeKind
+    position: int
+    layer: int | None = None
+    feature: int | None = None
+    token_id: int | None = None
+    token: str = ""
+    activation: float | None = None
+    probability: float | None = None
+
+    @property
+    def weight(self) -> float:
+        """The node's weight as an output in influence: a logit's probability (1 for a logit
+        difference); 0 for every other node."""
+        if self.kind is not NodeKind.LOGIT:
+            return 0.0
+        return 1.0 if self.probability is None else self.probability
+
+    def label(self) -> str:
+        tok = repr(self.token)
+        if self.kind is NodeKind.FEATURE:
+            return f"L{self.layer}/F{self.feature}@{self.position} {tok}"
+        if self.kind is NodeKind.ERROR:
+            return f"err L{self.layer}@{self.position} {tok}"
+        if self.kind is NodeKind.EMBEDDING:
+            return f"emb@{self.position} {tok}"
+        return f"logit {tok}"
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What a graph was built from and how: model, transcoder, budget, pruning."""
+
+    model: str
+    n_layers: int
+    transcoder: str  # e.g. "cross_layer/jumprelu, 1024 features"
+    n_features: int
+    n_active_features: int  # active (layer, position, feature) triples, position 0 left out
+    max_feature_nodes: int | None = None
+    d_vocab: int | None = None
+    node_threshold: float | None = None  # set on pruned graphs
+    edge_threshold: float | None = None
+    replacement_score: float | None = None  # of a pruned graph, measured against its parent
+    completeness_score: float | None = None
+
+
+@dataclass(eq=False)
+class AttributionGraph:
+    """Nodes, the dense adjacency [target, source] and where the graph came from.
+
+    `original_index[i]` is node i's index in the unpruned graph (None for an unpruned graph).
+    """
+
+    prompt: str
+    tokens: Int[Tensor, " pos"]
+    nodes: list[Node]
+    adjacency: Float[Tensor, "n_nodes n_nodes"]
+    info: GraphInfo
+    original_index: Int[Tensor, " n_nodes"] | None = None
+    _kinds: Tensor | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.nodes)
+        if tuple(self.adjacency.shape) != (n, n):
+            raise InputError(f"adjacency {tuple(self.adjacency.shape)} does not fit {n} nodes")
+
+    # ------------------------------------------------------------------ node table
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    def mask(self, *kinds: NodeKind) -> Tensor:
+        """Boolean mask of the nodes of the given kinds."""
+        if self._kinds is None:
+            order = list(NodeKind)
+            self._kinds = torch.tensor([order.index(n.kind) for n in self.nodes], dtype=torch.long)
+        wanted = torch.tensor([list(NodeKind).index(k) for k in kinds], dtype=torch.long)
+        return torch.isin(self._kinds, wanted)
+
+    def indices(self, kind: NodeKind) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.kind is kind]
+
+    @property
+    def logit_weights(self) -> Float[Tensor, " n_nodes"]:
+        return torch.tensor([n.weight for n in self.nodes], dtype=self.adjacency.dtype)
+
+    def find(self, kind: NodeKind, **fields: Any) -> int:
+        """Index of the one node of `kind` whose fields equal `fields` (e.g. layer=, position=)."""
+        hits = [
+            i for i, n in enumerate(self.nodes)
+            if n.kind is kind and all(getattr(n, k) == v for k, v in fields.items())
+        ]  # fmt: skip
+        if len(hits) != 1:
+            raise InputError(f"{len(hits)} {kind.value} nodes match {fields}")
+        return hits[0]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{int(self.mask(k).sum())} {k.value}" for k in NodeKind)
+        return f"AttributionGraph({self.prompt!r}: {counts}; {self.info.transcoder})"
+
+    # ------------------------------------------------------------------ analysis
+    def influence(self) -> P.Influence:
+        """Each node's influence on the logit targets (`tl_clt.prune.node_influence`)."""
+        return P.node_influence(self.adjacency, self.logit_weights)
+
+    def scores(self) -> P.Scores:
+        """Replacement and completeness scores of this graph as it stands."""
+        return P.scores(
+            self.adjacency,
+            self.logit_weights,
+            is_error=self.mask(NodeKind.ERROR),
+            is_token=self.mask(NodeKind.EMBEDDING),
+        )
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> AttributionGraph:
+        """The graph pruned by node then edge influence; it records its original node indices
+        and its scores (pruned nodes and edges count as error)."""
+        w = self.logit_weights
+        is_error, is_token = self.mask(NodeKind.ERROR), self.mask(NodeKind.EMBEDDING)
+        result = P.prune(
+            self.adjacency,
+            w,
+            always_keep=self.mask(NodeKind.EMBEDDING, NodeKind.LOGIT),
+            needs_input=self.mask(NodeKind.FEATURE),
+            node_threshold=node_threshold,
+            edge_threshold=edge_threshold,
+        )
+        sc = P.scores(self.adjacency, w, is_error, is_token, result.node_mask, result.edge_mask)
+        sub = P.subgraph(self.adjacency, result.node_mask, result.edge_mask)
+        index = sub.index if self.original_index is None else self.original_index[sub.index]
+        info = dataclasses.replace(
+            self.info,
+            node_threshold=node_threshold,
+            edge_threshold=edge_threshold,
+            replacement_score=sc.replacement,
+            completeness_score=sc.completeness,
+        )
+        nodes = [self.nodes[i] for i in sub.index.tolist()]
+        return AttributionGraph(self.prompt, self.tokens, nodes, sub.adjacency, info, index)
+
+    def top_paths(self, k: int = 5, target: int | None = None) -> list[P.Path]:
+        """The k strongest paths from an input node (embedding or error) to `target` (default:
+        the most likely logit), each scored by the product of its normalised edge weights."""
+        if target is None:
+            logits = self.indices(NodeKind.LOGIT)
+            if not logits:
+                raise InputError("the graph has no logit node")
+            target = max(logits, key=lambda i: self.nodes[i].weight)
+        return P.top_paths(self.adjacency, target, k)
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `graph.safetensors` (adjacency, tokens) and `graph.json` (node table, prompt,
+        info) into `directory`, each atomically."""
+        directory = Path(directory)
+        tensors = {"adjacency": self.adjacency.detach().float().cpu().contiguous(),
+                   "tokens": self.tokens.detach().long().cpu().contiguous()}  # fmt: skip
+        if self.original_index is not None:
+            tensors["original_index"] = self.original_index.long().cpu().contiguous()
+        atomic_write(directory / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        record = {
+            "format": FORMAT,
+            "prompt": self.prompt,
+            "info": dataclasses.asdict(self.info),
+            "nodes": [_node_to_json(n) for n in self.nodes],
+        }
+        atomic_write_text(directory / NODES_FILE, json.dumps(record, indent=1))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> AttributionGraph:
+        """Read a graph written by `save`, checking that the files agree."""
+        directory = Path(directory)
+        try:
+            record = json.loads((directory / NODES_FILE).read_text())
+            tensors = load_file(str(directory / TENSORS_FILE))
+        except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read a graph from {directory}: {exc}") from exc
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise CheckpointError(f"{directory / NODES_FILE} is not a {FORMAT} graph file")
+        try:
+            nodes = [_node_from_json(n) for n in record["nodes"]]
+            info = GraphInfo(**record["info"])
+            return cls(
+                record["prompt"], tensors["tokens"], nodes, tensors["adjacency"], info,
+                tensors.get("original_index"),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise CheckpointError(f"the graph in {directory} is malformed: {exc}") from exc
+
+
+def _node_to_json(node: Node) -> dict[str, Any]:
+    out = node._asdict()
+    out["kind"] = node.kind.value
+    return out
+
+
+def _node_from_json(data: dict[str, Any]) -> Node:
+    data = dict(data)
+    data["kind"] = NodeKind(data["kind"])
+    return Node(**data)

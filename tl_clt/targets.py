@@ -1,0 +1,92 @@
+"""Logit targets of an attribution graph: the most likely next tokens (until their cumulative
+probability reaches 0.95, at most 10), tokens the caller names, or one logit difference. Each
+target is a direction on the last position's logits: one-hot minus uniform for a token (its
+logit minus the mean logit, i.e. the unembedding column minus the mean column applied after the
+frozen final norm), or +1/−1 for a difference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tl_clt.errors import InputError
+from tl_clt.graph import Node, NodeKind
+from tl_clt.replacement import CleanRun, ReplacementModel
+
+
+class LogitDifference(NamedTuple):
+    """A single logit target: logit(positive) − logit(negative) at the last position."""
+
+    positive: str | int
+    negative: str | int
+
+
+Targets = Sequence[str | int] | LogitDifference | None
+
+
+Targets = Sequence[str | int] | LogitDifference | None
+
+
+class LogitTargets(NamedTuple):
+    directions: Float[Tensor, "n d_vocab"]  # applied to the last position's logits
+    nodes: list[Node]
+
+
+def logit_targets_for(
+    replacement: ReplacementModel,
+    run: CleanRun,
+    targets: Targets = None,
+    max_logits: int = 10,
+    logit_probability: float = 0.95,
+) -> LogitTargets:
+    """The logit target nodes and their directions on the last position's logits."""
+    lens = replacement.lens
+    logits = run.logits[0, -1].float()
+    vocab = logits.shape[-1]
+    probs = torch.softmax(logits, -1)
+    if isinstance(targets, LogitDifference):
+        a, b = (_token_id(lens, t, vocab) for t in targets)
+        direction = torch.zeros(1, vocab)
+        direction[0, a] += 1.0
+        direction[0, b] -= 1.0
+        name = f"{_token_str(lens, a)} - {_token_str(lens, b)}"
+        node = Node(NodeKind.LOGIT, run.tokens.shape[1] - 1, token=name,
+                    activation=float(logits[a] - logits[b]))  # fmt: skip
+        return LogitTargets(direction.to(logits.device), [node])
+    if targets is None:
+        order = torch.argsort(probs, descending=True)
+        cum = torch.cumsum(probs[order], 0)
+        n = min(int((cum < logit_probability).sum()) + 1, max_logits, vocab)
+        ids = order[:n].tolist()
+    else:
+        ids = [_token_id(lens, t, vocab) for t in targets]
+        if not ids or len(set(ids)) != len(ids):
+            raise InputError("targets must name at least one token, each at most once")
+    direction = torch.full((len(ids), vocab), -1.0 / vocab, device=logits.device)
+    direction[torch.arange(len(ids)), ids] += 1.0
+    centred = logits - logits.mean()
+    nodes = [
+        Node(NodeKind.LOGIT, run.tokens.shape[1] - 1, token_id=t, token=_token_str(lens, t),
+             activation=float(centred[t]), probability=float(probs[t]))
+        for t in ids
+    ]  # fmt: skip
+    return LogitTargets(direction, nodes)
+
+
+def _token_id(lens: Any, token: str | int, vocab: int) -> int:
+    if isinstance(token, str):
+        ids = lens.to_tokens(token, prepend_bos=False)[0].tolist()
+        if len(ids) != 1:
+            raise InputError(f"target {token!r} is {len(ids)} tokens, not one; name a single token")
+        token = ids[0]
+    if not 0 <= int(token) < vocab:
+        raise InputError(f"target token id {token} is outside the vocabulary [0, {vocab})")
+    return int(token)
+
+
+def _token_str(lens: Any, token_id: int) -> str:
+    return lens.to_str_tokens(torch.tensor([token_id]))[0]
