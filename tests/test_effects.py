@@ -47,3 +47,48 @@ def test_named_logit_targets(rm):
     )
     assert {e.token for e in fx.logits} == {"w7", "w8"}
     assert all(e.layer >= 1 for e in fx.features)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("architecture", ["cross_layer", "per_layer", "shared"])
+def test_constrained_effect_equals_graph_edge_times_change(family, architecture):
+    """A single feature's change in the constrained model moves each later feature's
+    pre-activation (and each target logit) by exactly its graph edge × the relative change."""
+    from tl_clt import attribute
+    from tl_clt.effects import compare_with_graph
+    from tl_clt.graph import NodeKind
+
+    lens = get_model(family, n_layers=3)
+    rm = ReplacementModel(lens, clt_for(lens, architecture=architecture, activation="jumprelu"))
+    graph = attribute(rm, PROMPT)
+    src = graph.find(
+        NodeKind.FEATURE,
+        layer=0,
+        position=3,
+        feature=int(rm.capture(lens.tokens(PROMPT)).features[0][0, 3].argmax()),
+    )
+    node = graph.nodes[src]
+    rows = compare_with_graph(rm, graph, Intervention(0, node.feature, position=3, scale=-2.0))
+    assert len(rows) > 10
+    scale = max(abs(r.measured_direct) for r in rows)
+    assert scale > 1e-3
+    for r in rows:
+        n = graph.nodes[r.node]
+        edge = float(graph.adjacency[r.node, src]) * (-2.0 - 1.0)  # the edge × the relative change
+        assert abs(r.predicted_direct - edge) <= 1e-6 * (1 + abs(edge))
+        assert abs(r.measured_direct - edge) <= 1e-4 * scale, (n, r)
+
+
+def test_total_effects_match_the_linearised_graph_for_small_changes():
+    from tl_clt import attribute
+    from tl_clt.effects import compare_with_graph
+
+    lens = get_model("gpt2", n_layers=3)
+    rm = ReplacementModel(lens, clt_for(lens, activation="relu"))
+    graph = attribute(rm, PROMPT)
+    f = int(rm.capture(lens.tokens(PROMPT)).features[0][0, 3].argmax())
+    rows = compare_with_graph(rm, graph, Intervention(0, f, position=3, scale=1.001))
+    scale = max(abs(r.measured_total) for r in rows)
+    assert max(abs(r.measured_total - r.predicted_total) for r in rows) <= 1e-3 * scale
+    # indirect paths matter: total differs from direct somewhere
+    assert max(abs(r.measured_total - r.measured_direct) for r in rows) > 1e-2 * scale

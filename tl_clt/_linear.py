@@ -6,7 +6,6 @@ exact direct effect of the leaf on the target."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,9 +74,7 @@ def linearise(replacement: ReplacementModel, run: CleanRun) -> Tape:
             (lens.mlp_out(layer, clt.cfg.output_hook), _bind(constant, value=values[layer]))
         )
     hooks += [(name, embedding) for name in lens.embeddings()]
-    with torch.enable_grad(), warnings.catch_warnings():
-        # TransformerLens 4 notes that frozen scales bypass the native norm; that is the point
-        warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
+    with torch.enable_grad():
         logits = lens.run(run.tokens, hooks)
     if any(x is None for x in mlp_in) or len(outputs) != L or not embeddings:
         raise UnsupportedModelError(

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from tl_clt.graph import AttributionGraph, NodeKind
 from tl_clt.interventions import Intervention, Mode, check_interventions, run_interventions
 from tl_clt.replacement import ReplacementModel
 
@@ -56,6 +57,7 @@ class Effects:
     freeze_features: bool
     features: list[FeatureEffect]
     logits: list[LogitEffect]
+    logit_mean: tuple[float, float]  # mean logit at the last position, before and after
 
     def __str__(self) -> str:
         lines = [
@@ -80,7 +82,7 @@ def feature_effects(
     mode: Mode = "constrained",
     freeze_features: bool = False,
     error: bool = True,
-    targets: Sequence[str] | None = None,
+    targets: Sequence[str | int] | None = None,
     n_targets: int = 10,
     min_change: float = 1e-6,
 ) -> Effects:
@@ -115,7 +117,91 @@ def feature_effects(
     if targets is None:
         ids = last_b.topk(n_targets).indices.tolist()
     else:
-        ids = [int(rm.lens.to_tokens(t, prepend_bos=False)[0, 0]) for t in targets]
+        ids = [
+            t if isinstance(t, int) else int(rm.lens.to_tokens(t, prepend_bos=False)[0, 0])
+            for t in targets
+        ]
     logit_effects = [LogitEffect(vocab[i], i, float(last_b[i]), float(last_a[i])) for i in ids]
     logit_effects.sort(key=lambda e: -abs(e.delta))
-    return Effects(sources, mode, freeze_features, effects, logit_effects)
+    means = (float(last_b.float().mean()), float(last_a.float().mean()))
+    return Effects(sources, mode, freeze_features, effects, logit_effects, means)
+
+
+class Comparison(NamedTuple):
+    """One target node of a graph: its measured change and the graph's predictions."""
+
+    node: int  # index into graph.nodes
+    measured_direct: float  # change with every other feature frozen
+    measured_total: float  # change with later features responding
+    predicted_direct: float  # Σ edge / source activation × source change
+    predicted_total: float  # the same through every path of active features (linearised)
+
+
+def compare_with_graph(
+    rm: ReplacementModel, graph: AttributionGraph, sources: Intervention | Sequence[Intervention]
+) -> list[Comparison]:
+    """Measure the effect of `sources` on every feature and token-logit node of `graph` in the
+    constrained (local replacement) model, and set it beside the graph's predictions: direct
+    (the edges times the change) and total (propagated through the graph's active features,
+    whose activations move one-for-one with their pre-activations while they stay active).
+    Logit nodes compare the change of logit minus mean logit, the quantity their edges hold."""
+    if isinstance(sources, Intervention):
+        sources = [sources]
+    tokens = graph.tokens[None].to(rm.lens.device)
+    logit_ids = [
+        n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and n.token_id is not None
+    ]
+    measured = {
+        frozen: feature_effects(rm, tokens, sources, "constrained", freeze_features=frozen,
+                                targets=logit_ids, min_change=0.0)
+        for frozen in (True, False)
+    }  # fmt: skip
+    feat_idx = graph.indices(NodeKind.FEATURE)
+    act = torch.tensor([graph.nodes[i].activation for i in feat_idx], dtype=torch.float64)
+    change = torch.zeros(len(feat_idx), dtype=torch.float64)
+    is_source = torch.zeros(len(feat_idx), dtype=torch.bool)
+    n_tokens = graph.tokens.shape[-1]
+    for k, i in enumerate(feat_idx):
+        node = graph.nodes[i]
+        for iv in sources:
+            if (
+                iv.layer == node.layer
+                and iv.feature == node.feature
+                and node.position in iv.positions(n_tokens, n_tokens)
+            ):
+                new = (
+                    act[k] * iv.scale
+                    if iv.scale is not None
+                    else torch.tensor(iv.value, dtype=torch.float64)
+                )
+                change[k], is_source[k] = new - act[k], True
+    A = graph.adjacency.double()
+    per_unit = A[:, feat_idx] / act.clamp(min=1e-12)  # effect per unit of source activation
+    direct = per_unit @ change
+    total_change = change.clone()
+    for _ in range(graph.info.n_layers + 1):  # edges go from lower to higher layers: nilpotent
+        total_change = torch.where(is_source, change, per_unit[feat_idx] @ total_change)
+    total = per_unit @ total_change
+    return _comparisons(rm, graph, measured, direct, total)
+
+
+def _comparisons(rm, graph, measured, direct, total) -> list[Comparison]:
+    feats, logits = {}, {}
+    for frozen, fx in measured.items():
+        shift = fx.logit_mean[1] - fx.logit_mean[0]
+        for e in fx.features:
+            feats[(frozen, e.layer, e.position, e.feature)] = e.delta_pre
+        for e in fx.logits:
+            logits[(frozen, e.token_id)] = e.delta - shift
+    out = []
+    for i, node in enumerate(graph.nodes):
+        if node.kind is NodeKind.FEATURE:
+            key = (node.layer, node.position, node.feature)
+        elif node.kind is NodeKind.LOGIT and node.token_id is not None:
+            key = (node.token_id,)
+        else:
+            continue
+        table = feats if node.kind is NodeKind.FEATURE else logits
+        got = [table.get((frozen, *key), 0.0) for frozen in (True, False)]
+        out.append(Comparison(i, got[0], got[1], float(direct[i]), float(total[i])))
+    return out

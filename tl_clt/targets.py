@@ -28,9 +28,6 @@ class LogitDifference(NamedTuple):
 Targets = Sequence[str | int] | LogitDifference | None
 
 
-Targets = Sequence[str | int] | LogitDifference | None
-
-
 class LogitTargets(NamedTuple):
     directions: Float[Tensor, "n d_vocab"]  # applied to the last position's logits
     nodes: list[Node]

@@ -6,7 +6,6 @@ every architecture's final normalisation is handled the same way."""
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -27,8 +26,8 @@ def unembed_direct(lens: Lens, vectors: Float[Tensor, "n d_model"]) -> Float[Ten
     """Change in logits when each vector is added to the final residual stream, with the final
     normalisation's scale frozen at 1 (linear in the vector)."""
     n, P = vectors.shape[0], lens.n_ctx
-    last = f"blocks.{lens.n_layers - 1}.hook_resid_post"
-    scale = "ln_final.hook_scale"
+    last = lens.resid_post(lens.n_layers - 1)
+    scale = lens.final_norm_scale()
     out = []
     for start in range(0, n, P * 64):
         chunk = vectors[start : start + P * 64]
@@ -40,11 +39,9 @@ def unembed_direct(lens: Lens, vectors: Float[Tensor, "n d_model"]) -> Float[Ten
         logits = []
         for value in (resid, torch.zeros_like(resid)):
             hooks = [(last, lambda x, hook, v=value: v)]
-            if lens.has_hook(scale):
+            if scale is not None:
                 hooks.append((scale, lambda x, hook: torch.ones_like(x)))
-            with warnings.catch_warnings():  # TL 4 notes that it honours the edited scale
-                warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
-                logits.append(lens.run(tokens, hooks))
+            logits.append(lens.run(tokens, hooks))
         out.append((logits[0] - logits[1]).reshape(rows * P, -1)[: chunk.shape[0]])
     return torch.cat(out) if out else vectors.new_zeros(0, lens.d_vocab)
 

@@ -169,7 +169,9 @@ def shipped_token_classes() -> dict[str, list[str]]:
     try:
         from tl_clt.toy import lexicon as lx
 
-        classes = {state: [state, capital, *cities] for state, (capital, cities) in lx.STATES.items()}
+        classes = {
+            state: [state, capital, *cities] for state, (capital, cities) in lx.STATES.items()
+        }
         for i, language in enumerate(lx.LANGUAGES):
             classes[language] = [w for pairs in lx.ANTONYMS for w in pairs[i]]
         for sound, pairs in lx.RHYMES.items():

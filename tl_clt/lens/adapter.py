@@ -7,6 +7,7 @@ the other, and a hook function sees the canonical name in `hook.name`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -138,6 +139,13 @@ class Lens:
     def resid_pre(self, layer: int) -> str:
         return self._layer_hook(layer, "hook_resid_pre")
 
+    def resid_post(self, layer: int) -> str:
+        return self._layer_hook(layer, "hook_resid_post")
+
+    def final_norm_scale(self) -> str | None:
+        """The final normalisation's scale hook, or None if the model has no final norm."""
+        return "ln_final.hook_scale" if self.has_hook("ln_final.hook_scale") else None
+
     def norm_scales(self) -> list[str]:
         """Every normalisation-scale hook (ln1, ln2, final norm, any others), one name each."""
         seen, out = set(), []
@@ -229,7 +237,10 @@ class Lens:
     def hooks(self, fwd_hooks: Sequence[Hook]) -> Iterator[None]:
         for name, _ in fwd_hooks:
             self.hook(name)
-        with self.model.hooks(fwd_hooks=list(fwd_hooks)):
+        with self.model.hooks(fwd_hooks=list(fwd_hooks)), warnings.catch_warnings():
+            # TL 4 warns when a hook edits a norm's scale (it then recomputes the norm from the
+            # hooked values); frozen scales are how tl_clt linearises, so that is intended
+            warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
             yield
 
     def run_with_cache(
