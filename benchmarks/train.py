@@ -20,6 +20,7 @@ import argparse
 import random
 import tempfile
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -34,7 +35,9 @@ ACTS = ("relu", "jumprelu", "topk", "batchtopk")
 
 def random_texts(n: int, vocab: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(f"w{rng.randrange(vocab)}" for _ in range(rng.randrange(24, 96))) for _ in range(n)]
+    return [
+        " ".join(f"w{rng.randrange(vocab)}" for _ in range(rng.randrange(24, 96))) for _ in range(n)
+    ]
 
 
 def throughput(lens, source: ActivationSource, repeats: int = 3) -> tuple[float, float]:
@@ -56,7 +59,9 @@ def throughput(lens, source: ActivationSource, repeats: int = 3) -> tuple[float,
     return n / best[0], n / best[1]
 
 
-def heldout_nmse(clt: CrossLayerTranscoder, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def heldout_nmse(
+    clt: CrossLayerTranscoder, x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
     with torch.no_grad():
         recon = clt(x)
         err = (recon - y).pow(2).sum(-1).sum(0)
@@ -100,7 +105,9 @@ def cpu_table(args: argparse.Namespace) -> None:
 
 def run_one(lens, source, arch, act, steps, args, heldout, hx, hy) -> list[str]:
     k = args.k if act in ("topk", "batchtopk") else None
-    cfg = CLTConfig(4, 128, args.features, architecture=arch, activation=act, k=k, model=lens.identity())
+    cfg = CLTConfig(
+        4, 128, args.features, architecture=arch, activation=act, k=k, model=lens.identity()
+    )
     torch.manual_seed(0)
     clt = CrossLayerTranscoder(cfg)
     tcfg = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, log_every=steps)
@@ -118,14 +125,22 @@ def run_one(lens, source, arch, act, steps, args, heldout, hx, hy) -> list[str]:
             f"{pure.top1:.3f}", f"{pure.kl:.4f}", f"{bos.top1:.3f}", f"{bos.kl:.4f}"]  # fmt: skip
 
 
+class GpuResult(NamedTuple):
+    tokens_per_s: float
+    clt: CrossLayerTranscoder
+
+
 def gpu_case(
     device: str, n_layers: int = 12, d_model: int = 768, n_features: int = 8192, k: int = 64,
     batch_size: int = 4096, steps: int = 20, warmup: int = 3, dense: bool = False,
-) -> float:  # fmt: skip
+) -> GpuResult:  # fmt: skip
     """Training tokens/s of a TopK CLT on random activations, bf16 autocast."""
     cfg = CLTConfig(n_layers, d_model, n_features, activation="topk", k=k)
     clt = CrossLayerTranscoder(cfg, device=device)
-    tcfg = TrainConfig(steps=warmup + steps, batch_size=batch_size, autocast="bf16", log_every=warmup + steps)
+    clt.reset_parameters(torch.Generator(device=device).manual_seed(0))
+    tcfg = TrainConfig(
+        steps=warmup + steps, batch_size=batch_size, autocast="bf16", log_every=warmup + steps
+    )
     trainer = Trainer(clt, tcfg)
     trainer.dense_decode = dense
     g = torch.Generator(device=device).manual_seed(0)
@@ -138,7 +153,7 @@ def gpu_case(
             t0 = time.perf_counter()
         trainer.train_step(x, y)
     _sync(device)
-    return steps * batch_size / (time.perf_counter() - t0)
+    return GpuResult(steps * batch_size / (time.perf_counter() - t0), clt)
 
 
 def _sync(device: str) -> None:
@@ -158,7 +173,9 @@ def main() -> None:
     parser.add_argument("--only", help="an architecture or activation to run alone")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-cpu", action="store_true")
-    parser.add_argument("--gpu-smoke", action="store_true", help="the GPU case at a tiny size on CPU")
+    parser.add_argument(
+        "--gpu-smoke", action="store_true", help="the GPU case at a tiny size on CPU"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.skip_cpu:
@@ -166,10 +183,14 @@ def main() -> None:
     if torch.cuda.is_available():
         print("\nGPU: 12 layers, d_model 768, 8192 features/layer, TopK k=64, bf16, batch 4096")
         for dense in (False, True):
-            tps = gpu_case("cuda", dense=dense)
-            print(f"  {'dense decode (baseline)' if dense else 'sparse decode'}: {tps:,.0f} tokens/s")
+            tps = gpu_case("cuda", dense=dense).tokens_per_s
+            print(
+                f"  {'dense decode (baseline)' if dense else 'sparse decode'}: {tps:,.0f} tokens/s"
+            )
     elif args.gpu_smoke:
-        tps = gpu_case("cpu", n_layers=3, d_model=32, n_features=64, k=4, batch_size=64, steps=3)
+        tps = gpu_case(
+            "cpu", n_layers=3, d_model=32, n_features=64, k=4, batch_size=64, steps=3
+        ).tokens_per_s
         print(f"\nGPU case code path at a tiny size on CPU: {tps:,.0f} tokens/s")
     else:
         print("\nno CUDA device: the 12-layer d_model 768 GPU case was not run")

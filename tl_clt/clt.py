@@ -213,7 +213,7 @@ class CrossLayerTranscoder(HookedRootModule):
 
     # ------------------------------------------------------------------ decoding
     def decode_layer(
-        self, acts: Sequence[Float[Tensor, "... n_features"]], layer: int
+        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
     ) -> Float[Tensor, "... d_model"]:
         """Reconstruction of `layer`'s output from the activations of layers 0..layer
         (`acts[s]` for source layer s; only the sources that write to `layer` are read)."""

@@ -40,7 +40,9 @@ def weights_checksum(model: torch.nn.Module) -> str:
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
             p64 = p.detach().to(torch.float64)
-            h.update(f"{name}:{tuple(p.shape)}:{p64.sum().item():.12e}:{p64.abs().sum().item():.12e}".encode())
+            h.update(
+                f"{name}:{tuple(p.shape)}:{p64.sum().item():.12e}:{p64.abs().sum().item():.12e}".encode()
+            )
     return h.hexdigest()[:32]
 
 
@@ -62,7 +64,9 @@ class ActivationCache:
         try:
             manifest = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path} is not valid JSON ({exc}); delete the cache directory") from exc
+            raise CheckpointError(
+                f"{path} is not valid JSON ({exc}); delete the cache directory"
+            ) from exc
         if manifest.get("format") != FORMAT or manifest.get("fingerprint") != self.fingerprint:
             diff = _diff(manifest.get("fingerprint") or {}, self.fingerprint)
             raise ConfigError(
@@ -95,7 +99,9 @@ class ActivationCache:
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} cannot be read ({exc}); delete the cache directory") from exc
+            raise CheckpointError(
+                f"{path} cannot be read ({exc}); delete the cache directory"
+            ) from exc
         return tensors["x"], tensors["y"]
 
     def write(self, chunk: int, digest: str, x: Tensor, y: Tensor) -> None:

@@ -97,7 +97,9 @@ class ActivationSource:
         self.data = data
         self.hooks = (input_hook, output_hook)
         self.in_names = [self.lens.mlp_in(layer, input_hook) for layer in range(self.lens.n_layers)]
-        self.out_names = [self.lens.mlp_out(layer, output_hook) for layer in range(self.lens.n_layers)]
+        self.out_names = [
+            self.lens.mlp_out(layer, output_hook) for layer in range(self.lens.n_layers)
+        ]
         self.seq_len = min(seq_len, self.lens.n_ctx)
         self.model_batch_size = model_batch_size
         self.buffer_tokens = buffer_tokens
@@ -113,7 +115,9 @@ class ActivationSource:
         self.cache = None if cache_dir is None else ActivationCache(cache_dir, self._fingerprint())
 
     @classmethod
-    def for_transcoder(cls, model: Any, data: Any, cfg: CLTConfig, **kwargs: Any) -> ActivationSource:
+    def for_transcoder(
+        cls, model: Any, data: Any, cfg: CLTConfig, **kwargs: Any
+    ) -> ActivationSource:
         """A source reading the hooks `cfg` names."""
         return cls(model, data, input_hook=cfg.input_hook, output_hook=cfg.output_hook, **kwargs)
 
@@ -192,7 +196,10 @@ class ActivationSource:
                 raise _Collected
 
         hooks = [(n, partial(read, layer=i, store=xs)) for i, n in enumerate(self.in_names)]
-        hooks += [(n, partial(read, layer=i, store=ys, last=i == L - 1)) for i, n in enumerate(self.out_names)]
+        hooks += [
+            (n, partial(read, layer=i, store=ys, last=i == L - 1))
+            for i, n in enumerate(self.out_names)
+        ]
         try:
             with torch.no_grad():
                 self.lens.run(batch.tokens.to(self.lens.device), hooks, stop_at_layer=L)
@@ -215,7 +222,9 @@ class ActivationSource:
         y = torch.empty(shape, dtype=self.dtype, device=self.device)
         row = 0
         for start in range(0, len(chunk.seqs), self.model_batch_size):
-            part = self.collect(pad_sequences(chunk.seqs[start : start + self.model_batch_size], self.pad))
+            part = self.collect(
+                pad_sequences(chunk.seqs[start : start + self.model_batch_size], self.pad)
+            )
             n = part.x.shape[0]
             x[row : row + n], y[row : row + n] = part.x, part.y
             row += n
@@ -238,7 +247,9 @@ class ActivationSource:
                     produced += n
                     continue
                 x, y = self.chunk_activations(chunk)
-                perm = torch.randperm(chunk.n_tokens, generator=_generator(self.seed, epoch, chunk.index))
+                perm = torch.randperm(
+                    chunk.n_tokens, generator=_generator(self.seed, epoch, chunk.index)
+                )
                 perm = perm.to(x.device)
                 for b in range(n):
                     if produced >= start:

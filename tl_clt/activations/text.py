@@ -96,7 +96,11 @@ def token_sequences(
     items = [data] if isinstance(data, (Tensor, TokenBatch)) else data
     for item in items:
         tokens, keep = (item.tokens, item.keep) if isinstance(item, TokenBatch) else (item, None)
-        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32, torch.int64):
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (
+            torch.long,
+            torch.int32,
+            torch.int64,
+        ):
             raise InputError(f"expected integer token tensors, got {type(tokens).__name__}")
         tokens = tokens.reshape(-1, tokens.shape[-1]).long().cpu()
         keep = _default_keep(tokens, bos, pad) if keep is None else keep.reshape(tokens.shape).cpu()
@@ -143,7 +147,9 @@ def load_text_dataset(
     if cache_dir is not None:
         kw["cache_dir"] = str(cache_dir)
     if path.exists():
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+        files = (
+            sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+        )
         if not files:
             raise InputError(f"{path} holds no files")
         builder = _builder(files[0])
@@ -153,7 +159,13 @@ def load_text_dataset(
 
 def _builder(file: str) -> str:
     suffix = Path(file).suffix.lower()
-    builders = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+    builders = {
+        ".txt": "text",
+        ".json": "json",
+        ".jsonl": "json",
+        ".csv": "csv",
+        ".parquet": "parquet",
+    }
     if suffix not in builders:
         raise InputError(f"cannot read {file}: use .txt, .json, .jsonl, .csv or .parquet files")
     return builders[suffix]

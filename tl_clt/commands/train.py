@@ -27,20 +27,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is installed)",
     )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="a text file (one text per line), or a directory of .txt/.jsonl/.csv/.parquet files")
+    src.add_argument(
+        "--text",
+        help="a text file (one text per line), or a directory of .txt/.jsonl/.csv/.parquet files",
+    )
     src.add_argument("--dataset", help="a Hugging Face dataset name (needs the hub)")
     parser.add_argument("--dataset-config", help="the dataset's configuration name")
     parser.add_argument("--config", help="JSON config file with 'clt', 'train' and 'data' sections")
-    parser.add_argument("--out", required=True, help="output directory (the transcoder and its metrics)")
+    parser.add_argument(
+        "--out", required=True, help="output directory (the transcoder and its metrics)"
+    )
     parser.add_argument("--architecture", choices=["cross_layer", "per_layer", "shared"])
     parser.add_argument("--activation", choices=["relu", "jumprelu", "topk", "batchtopk"])
-    parser.add_argument("--k", type=int, help="active features per token and layer (topk, batchtopk)")
+    parser.add_argument(
+        "--k", type=int, help="active features per token and layer (topk, batchtopk)"
+    )
     parser.add_argument("--n-features", type=int, help="features per layer")
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, help="tokens per step")
     parser.add_argument("--cache", help="directory for the activation cache (reused by later runs)")
-    parser.add_argument("--streaming", action="store_true", help="stream the dataset instead of loading it")
-    parser.add_argument("--device", help="device for the model and transcoder (default: the model's)")
+    parser.add_argument(
+        "--streaming", action="store_true", help="stream the dataset instead of loading it"
+    )
+    parser.add_argument(
+        "--device", help="device for the model and transcoder (default: the model's)"
+    )
     parser.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -64,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, wandb_project=args.wandb,
     )  # fmt: skip
     if result.directory is not None and (result.directory / "summary.json").is_file():
-        _print_summary(json.loads((result.directory / "summary.json").read_text()), result.directory)
+        _print_summary(
+            json.loads((result.directory / "summary.json").read_text()), result.directory
+        )
     return 0
 
 
@@ -101,7 +114,9 @@ def _read_config(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
     unknown = sorted(set(config) - {"clt", "train", "data"}) if isinstance(config, dict) else None
     if unknown is None or unknown:
-        raise ConfigError(f"{path} must be a JSON object with 'clt', 'train' and 'data' sections; found {unknown}")
+        raise ConfigError(
+            f"{path} must be a JSON object with 'clt', 'train' and 'data' sections; found {unknown}"
+        )
     bad = sorted(set(config.get("data") or {}) - set(DATA_KEYS))
     if bad:
         raise ConfigError(f"unknown 'data' setting(s) {bad} in {path}; known: {list(DATA_KEYS)}")
@@ -117,7 +132,10 @@ def _load_data(args: argparse.Namespace, data_cfg: dict[str, Any]):
     from tl_clt.errors import InputError
 
     column = data_cfg.get("text_column", "text")
-    kw = {"split": data_cfg.get("split", "train"), "streaming": bool(data_cfg.get("streaming", False))}
+    kw = {
+        "split": data_cfg.get("split", "train"),
+        "streaming": bool(data_cfg.get("streaming", False)),
+    }
     if args.text is not None:
         if not Path(args.text).exists():
             raise InputError(f"the text source {args.text} does not exist")

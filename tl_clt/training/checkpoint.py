@@ -52,7 +52,7 @@ def save_checkpoint(trainer: Trainer, directory: str | Path, keep: int = 2) -> P
     _save(tmp / "trainer.safetensors", own)
     info = {
         "format": FORMAT, "step": trainer.step, "optimizer": meta,
-        "scheduler": trainer.scheduler.state_dict(), "train_config": trainer.config.to_dict(),
+        "scheduler": _scheduler_state(trainer.scheduler), "train_config": trainer.config.to_dict(),
         "clt_config": trainer.clt.cfg.to_dict(),
     }  # fmt: skip
     _write_synced(tmp / "trainer.json", json.dumps(info, indent=1))
@@ -95,7 +95,8 @@ def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
     model, opt, own = (_load(path / f"{n}.safetensors") for n in ("model", "optimizer", "trainer"))
     trainer.clt.load_state_dict({k: v.to(trainer.clt.device) for k, v in model.items()})
     trainer.optimizer.load_state_dict(_optimizer_state_dict(opt, info["optimizer"]))
-    trainer.scheduler.load_state_dict(info["scheduler"])
+    sched = info["scheduler"]
+    trainer.scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(sched["base_lrs"])})
     torch.set_rng_state(own["rng.cpu"])
     cuda = [own[k] for k in sorted(own) if k.startswith("rng.cuda.")]
     if cuda and torch.cuda.is_available():
@@ -147,6 +148,11 @@ def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor
     return tensors, {"param_groups": state["param_groups"], "plain": plain}
 
 
+def _scheduler_state(scheduler) -> dict:
+    """The scheduler's counters (its lr function comes from the TrainConfig, not the file)."""
+    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
 def _optimizer_state_dict(tensors: dict[str, Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for name, value in tensors.items():
@@ -155,7 +161,9 @@ def _optimizer_state_dict(tensors: dict[str, Tensor], meta: dict) -> dict:
     for name, value in meta["plain"].items():
         idx, key = name.split("/", 1)
         state.setdefault(int(idx), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    groups = [
+        {**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
@@ -169,7 +177,9 @@ def _load(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} cannot be read ({exc}); resume from an older checkpoint") from exc
+        raise CheckpointError(
+            f"{path} cannot be read ({exc}); resume from an older checkpoint"
+        ) from exc
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -57,7 +57,13 @@ def forward(
         if act == "relu":
             acts = torch.relu(pre)
         else:
-            acts = nonlinearity.jumprelu(pre, clt.threshold, bandwidth)
+            acts = torch.stack(
+                [
+                    nonlinearity.jumprelu(pre[:, i], clt.threshold_at(i), bandwidth)
+                    for i in range(pre.shape[1])
+                ],
+                dim=1,
+            )
         return Forward(pre, acts, None, clt.decode(acts))
     sparse = topk_features(pre, clt.cfg.k) if act == "topk" else batchtopk_features(pre, clt.cfg.k)
     if dense_decode:
@@ -73,7 +79,9 @@ def _densify(sparse: SparseFeatures | RaggedFeatures, pre: Tensor) -> Tensor:
     for idx, val, off in zip(*sparse):
         counts = torch.diff(off, append=off.new_tensor([idx.numel()]))
         rows = torch.repeat_interleave(torch.arange(n, device=pre.device), counts)
-        layers.append(torch.zeros(n * F, dtype=pre.dtype, device=pre.device).index_put((rows * F + idx,), val))
+        layers.append(
+            torch.zeros(n * F, dtype=pre.dtype, device=pre.device).index_put((rows * F + idx,), val)
+        )
     return torch.stack([t.view(n, F) for t in layers], dim=1)
 
 
@@ -110,7 +118,8 @@ def reconstruction_loss(
 
 
 def l1_penalty(
-    acts: Float[Tensor, "n n_layers n_features"], dec_norms: Float[Tensor, "n_enc n_features"] | None
+    acts: Float[Tensor, "n n_layers n_features"],
+    dec_norms: Float[Tensor, "n_enc n_features"] | None,
 ) -> Tensor:
     """Σ_{l,i} |a_i^l| (times ‖W_dec,i‖ when given), mean over tokens."""
     a = acts.abs() if dec_norms is None else acts.abs() * dec_norms
@@ -118,7 +127,9 @@ def l1_penalty(
 
 
 def tanh_penalty(
-    acts: Float[Tensor, "n n_layers n_features"], dec_norms: Float[Tensor, "n_enc n_features"], c: float
+    acts: Float[Tensor, "n n_layers n_features"],
+    dec_norms: Float[Tensor, "n_enc n_features"],
+    c: float,
 ) -> Tensor:
     """Σ_{l,i} tanh(c ‖W_dec,i‖ a_i^l), mean over tokens (the paper's sparsity penalty)."""
     return torch.tanh(c * dec_norms * acts).float().sum(dim=(1, 2)).mean()
@@ -130,8 +141,11 @@ def preact_penalty(
     dec_norms: Float[Tensor, "n_enc n_features"],
 ) -> Tensor:
     """Σ_{l,i} ReLU(θ_i − h_i) ‖W_dec,i‖, mean over tokens: pulls dead features' pre-activations
-    up towards their thresholds."""
-    return (torch.relu(threshold - pre) * dec_norms).float().sum(dim=(1, 2)).mean()
+    up towards their thresholds. Only the pre-activations are pulled: left trainable, the
+    decoder norms would shrink and the thresholds sink (under Adam, even a tiny but steady
+    push moves θ by about lr per step) on every token a feature is off."""
+    gap = torch.relu(threshold.detach() - pre)
+    return (gap * dec_norms.detach()).float().sum(dim=(1, 2)).mean()
 
 
 def auxk_loss(

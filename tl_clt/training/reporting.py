@@ -133,12 +133,20 @@ def _finite(value: Any) -> bool:
 class WandbLog(Callback):
     """Send records to Weights & Biases (only when asked; wandb must be installed)."""
 
-    def __init__(self, project: str, name: str | None = None, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, project: str, name: str | None = None, config: dict[str, Any] | None = None
+    ) -> None:
         try:
             import wandb
         except ImportError as exc:
             raise ConfigError("wandb logging was asked for but wandb is not installed") from exc
-        self.wandb, self.project, self.name, self.config, self.run = wandb, project, name, config, None
+        self.wandb, self.project, self.name, self.config, self.run = (
+            wandb,
+            project,
+            name,
+            config,
+            None,
+        )
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.dist.is_main and self.run is None:

@@ -96,7 +96,10 @@ def train(
     if progress:
         cbs.append(ProgressBar())
     if out is not None:
-        cbs += [JsonlLog(out / "metrics.jsonl"), CurvesPlot(out / "curves.png", out / "metrics.jsonl")]
+        cbs += [
+            JsonlLog(out / "metrics.jsonl"),
+            CurvesPlot(out / "curves.png", out / "metrics.jsonl"),
+        ]
     if wandb_project:
         cbs.append(WandbLog(wandb_project, config={"clt": cfg.to_dict(), "train": tcfg.to_dict()}))
     trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), run_dir=out, dist=dist)
@@ -105,7 +108,9 @@ def train(
     if out is not None and dist.is_main:
         clt.save_pretrained(out)
         atomic_write_text(out / "train_config.json", json.dumps(tcfg.to_dict(), indent=2) + "\n")
-        atomic_write_text(out / "summary.json", json.dumps(summarise(trainer.history), indent=2) + "\n")
+        atomic_write_text(
+            out / "summary.json", json.dumps(summarise(trainer.history), indent=2) + "\n"
+        )
     return TrainResult(clt, trainer.history, out)
 
 

@@ -1,7 +1,7 @@
 """Per-batch statistics of a training step, reduced over processes and accumulated by the
 metric callbacks: squared errors and output moments per layer (for NMSE), active-feature counts
 per layer (L0), firing counts per feature (dead features) and, for BatchTopK, the smallest
-selected activation per layer (its inference threshold)."""
+selected activation per layer (its inference threshold; inf for the other activations)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class BatchStats(NamedTuple):
     min_selected: Float[Tensor, " n_layers"]  # smallest active value (inf if none)
 
 
-def batch_stats(clt: CrossLayerTranscoder, fwd: Forward, y: Float[Tensor, "n n_layers d_model"]) -> BatchStats:
+def batch_stats(
+    clt: CrossLayerTranscoder, fwd: Forward, y: Float[Tensor, "n n_layers d_model"]
+) -> BatchStats:
     """Statistics of one batch (no gradients)."""
     with torch.no_grad():
         y64 = y.double()
@@ -41,17 +43,15 @@ def _firing(clt: CrossLayerTranscoder, fwd: Forward) -> tuple[Tensor, Tensor]:
     L, F = clt.cfg.n_layers, clt.cfg.n_features
     device = fwd.pre.device
     inf = torch.tensor(float("inf"), device=device, dtype=torch.float64)
+    none = inf.expand(L).clone()  # min_selected is only needed for BatchTopK
     if fwd.acts is not None:
-        active = fwd.acts > 0
-        positive = torch.where(active, fwd.acts.double(), inf)
-        return active.double().sum(0), positive.amin(dim=(0, 2))
+        return (fwd.acts > 0).double().sum(0), none
     if isinstance(fwd.sparse, SparseFeatures):
         idx, val = fwd.sparse.indices, fwd.sparse.values  # [n, L, k]
         counts = torch.zeros(L, F, dtype=torch.float64, device=device)
         on = (val > 0).double().transpose(0, 1).reshape(L, -1)
         counts.scatter_add_(1, idx.transpose(0, 1).reshape(L, -1), on)
-        positive = torch.where(val > 0, val.double(), inf)
-        return counts, positive.amin(dim=(0, 2))
+        return counts, none
     assert isinstance(fwd.sparse, RaggedFeatures)
     counts, mins = [], []
     for idx, val in zip(fwd.sparse.indices, fwd.sparse.values):
@@ -75,4 +75,6 @@ def add_stats(a: BatchStats | None, b: BatchStats) -> BatchStats:
     """Accumulate `b` into `a` (sums; min for `min_selected`)."""
     if a is None:
         return BatchStats(*(t.clone() for t in b))
-    return BatchStats(*(x + y for x, y in zip(a[:-1], b[:-1])), torch.minimum(a.min_selected, b.min_selected))
+    return BatchStats(
+        *(x + y for x, y in zip(a[:-1], b[:-1])), torch.minimum(a.min_selected, b.min_selected)
+    )

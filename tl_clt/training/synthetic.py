@@ -34,7 +34,12 @@ class PlantedDictionary(NamedTuple):
 
 
 def planted_dictionary(
-    architecture: Architecture, n_layers: int, d_model: int, n_true: int, n_active: int, seed: int = 0
+    architecture: Architecture,
+    n_layers: int,
+    d_model: int,
+    n_true: int,
+    n_active: int,
+    seed: int = 0,
 ) -> PlantedDictionary:
     """A random planted dictionary of `n_true` features per layer."""
     g = torch.Generator().manual_seed(seed)
@@ -61,7 +66,9 @@ def planted_dictionary(
     return PlantedDictionary(architecture, enc, dec, bias, in_scale, out_scale, n_active)
 
 
-def sample(planted: PlantedDictionary, n_tokens: int, generator: torch.Generator) -> ActivationBatch:
+def sample(
+    planted: PlantedDictionary, n_tokens: int, generator: torch.Generator
+) -> ActivationBatch:
     """`n_tokens` tokens of planted activations."""
     L, n_true, d = planted.enc.shape
     scores = torch.rand(n_tokens, L, n_true, generator=generator)
@@ -74,19 +81,36 @@ def sample(planted: PlantedDictionary, n_tokens: int, generator: torch.Generator
 
 
 class PlantedBatches:
-    """Resumable batches of planted activations: batch i depends only on (seed, i)."""
+    """Resumable batches of planted activations: batch i depends only on (seed, i), or with
+    `pool`, on (seed, i mod pool) (a finite data set, cheaper to serve)."""
 
-    def __init__(self, planted: PlantedDictionary, seed: int = 0) -> None:
-        self.planted, self.seed = planted, seed
+    def __init__(self, planted: PlantedDictionary, seed: int = 0, pool: int | None = None) -> None:
+        self.planted, self.seed, self.pool = planted, seed, pool
+        self._memo: dict[tuple[int, int], ActivationBatch] = {}
+
+    def batch(self, batch_size: int, i: int) -> ActivationBatch:
+        if self.pool is not None:
+            i %= self.pool
+            if (batch_size, i) not in self._memo:
+                self._memo[batch_size, i] = self._sample(batch_size, i)
+            return self._memo[batch_size, i]
+        return self._sample(batch_size, i)
+
+    def _sample(self, batch_size: int, i: int) -> ActivationBatch:
+        return sample(
+            self.planted, batch_size, torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        )
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[ActivationBatch]:
         i = start
         while True:
-            yield sample(self.planted, batch_size, torch.Generator().manual_seed(self.seed * 1_000_003 + i))
+            yield self.batch(batch_size, i)
             i += 1
 
 
-def recovery(clt: CrossLayerTranscoder, planted: PlantedDictionary) -> Float[Tensor, "n_enc n_features"]:
+def recovery(
+    clt: CrossLayerTranscoder, planted: PlantedDictionary
+) -> Float[Tensor, "n_enc n_features"]:
     """For every learned feature, the best cosine between its decoder (concatenated over the
     layers it writes to, in model units) and a planted feature's at the same source layer."""
     L = clt.cfg.n_layers

@@ -70,7 +70,9 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.callbacks = list(callbacks)
         if self.run_dir is not None:
-            self.callbacks.append(Checkpointer(self.run_dir / "checkpoints", config.checkpoint_every))
+            self.callbacks.append(
+                Checkpointer(self.run_dir / "checkpoints", config.checkpoint_every)
+            )
         self.params = [p for p in clt.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, betas=config.betas)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
@@ -118,6 +120,9 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
+        if clt.cfg.activation == "jumprelu":  # θ < 0 would let features fire negative
+            with torch.no_grad():
+                clt.threshold.clamp_(min=0.0)
         stats = reduce_stats(batch_stats(clt, fwd, y), self.dist)
         self._update_state(stats)
         self.step += 1
@@ -142,7 +147,9 @@ class Trainer:
 
     def _update_state(self, stats: BatchStats) -> None:
         cfg, clt = self.config, self.clt
-        firing = stats.firing.sum(0, keepdim=True) if clt.cfg.architecture == "shared" else stats.firing
+        firing = (
+            stats.firing.sum(0, keepdim=True) if clt.cfg.architecture == "shared" else stats.firing
+        )
         per_enc = stats.n_tokens * (clt.cfg.n_layers if clt.cfg.architecture == "shared" else 1)
         rate = (firing / per_enc).float()
         if self.firing_ema is None:
@@ -152,7 +159,9 @@ class Trainer:
         if clt.cfg.activation == "batchtopk":
             low = stats.min_selected
             low = low.min(0, keepdim=True).values if clt.cfg.architecture == "shared" else low
-            low = torch.where(torch.isfinite(low), low, clt.threshold[:, 0].double()).to(clt.threshold.dtype)
+            low = torch.where(torch.isfinite(low), low, clt.threshold[:, 0].double()).to(
+                clt.threshold.dtype
+            )
             decay = 0.0 if self.step == 0 else cfg.batchtopk_threshold_decay
             clt.threshold.mul_(decay).add_(low[:, None], alpha=1 - decay)
 
@@ -202,7 +211,11 @@ class Trainer:
         if bool(torch.isfinite(losses).all()) and bool(torch.isfinite(grad_norm)):
             return
         described = ", ".join(f"{k}={v:.4g}" for k, v in zip(LossParts._fields, losses.tolist()))
-        where = "" if self.run_dir is None else f"; the last good checkpoint is in {self.run_dir / 'checkpoints'}"
+        where = (
+            ""
+            if self.run_dir is None
+            else f"; the last good checkpoint is in {self.run_dir / 'checkpoints'}"
+        )
         raise TrainingError(
             f"the loss is not finite at step {self.step + 1} ({described}, grad norm "
             f"{float(grad_norm):.4g}); training stopped before updating the weights{where}. Lower "
