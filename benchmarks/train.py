@@ -74,7 +74,7 @@ def cpu_table(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, n_heads=4, d_vocab=512, n_ctx=128)
     texts = random_texts(args.texts, 509)
-    cache = tempfile.mkdtemp(prefix="tl_clt_bench_cache_")
+    cache = args.cache or tempfile.mkdtemp(prefix="tl_clt_bench_cache_")
     source = ActivationSource(lens, texts, seq_len=128, buffer_tokens=args.buffer,
                               holdout_sequences=64, cache_dir=cache)  # fmt: skip
     fwd_tps, col_tps = throughput(lens, source)
@@ -111,6 +111,8 @@ def run_one(lens, source, arch, act, steps, args, heldout, hx, hy) -> list[str]:
     torch.manual_seed(0)
     clt = CrossLayerTranscoder(cfg)
     tcfg = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, log_every=steps)
+    if args.sparsity is not None:
+        tcfg = tcfg.replace(sparsity_coefficient=args.sparsity)
     trainer = Trainer(clt, tcfg, [TrainingMetrics(steps)])
     t0 = time.perf_counter()
     trainer.fit(source)
@@ -167,10 +169,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--features", type=int, default=512, help="features per layer")
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--buffer", type=int, default=32768)
     parser.add_argument("--only", help="an architecture or activation to run alone")
+    parser.add_argument("--cache", help="activation cache directory (default: a new temporary one)")
+    parser.add_argument("--sparsity", type=float, help="override the sparsity coefficient λ")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument(
@@ -181,12 +185,12 @@ def main() -> None:
     if not args.skip_cpu:
         cpu_table(args)
     if torch.cuda.is_available():
-        print("\nGPU: 12 layers, d_model 768, 8192 features/layer, TopK k=64, bf16, batch 4096")
-        for dense in (False, True):
-            tps = gpu_case("cuda", dense=dense).tokens_per_s
-            print(
-                f"  {'dense decode (baseline)' if dense else 'sparse decode'}: {tps:,.0f} tokens/s"
-            )
+        name = torch.cuda.get_device_name()
+        print(f"\nGPU ({name}): 12 layers, d_model 768, 8192 features/layer, TopK k=64, bf16")
+        for dense, batch in ((False, 4096), (False, 16384), (True, 4096)):
+            tps = gpu_case("cuda", dense=dense, batch_size=batch).tokens_per_s
+            kind = "dense decode (baseline)" if dense else "sparse decode"
+            print(f"  {kind}, batch {batch}: {tps:,.0f} tokens/s", flush=True)
     elif args.gpu_smoke:
         tps = gpu_case(
             "cpu", n_layers=3, d_model=32, n_features=64, k=4, batch_size=64, steps=3

@@ -40,7 +40,7 @@ def test_learning_rate_and_sparsity_schedules():
     seen = []
     for x, y in batches(12):
         seen.append(trainer.train_step(x, y).lr)
-    assert seen == pytest.approx([1e-3 * cfg.lr_factor(s) for s in range(12)])
+    assert seen == pytest.approx([cfg.lr * cfg.lr_factor(s) for s in range(12)])
 
 
 def test_config_validation():

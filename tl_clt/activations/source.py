@@ -66,6 +66,8 @@ class ActivationSource:
         buffer_tokens: size of a shuffle chunk, in tokens (bounds the memory used).
         holdout_sequences: the first sequences of the data, set aside for evaluation.
         cache_dir: where to cache activations (None: no cache).
+        cache_write: write missing shards into the cache (only one process of a distributed
+            job should; the others read what is already there).
         dtype: dtype of the activations served; device: where they live (model's device).
         seed: seed of the shuffle.
     """
@@ -82,6 +84,7 @@ class ActivationSource:
         buffer_tokens: int = 32768,
         holdout_sequences: int = 0,
         cache_dir: str | None = None,
+        cache_write: bool = True,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         seed: int = 0,
@@ -113,6 +116,7 @@ class ActivationSource:
         pad = None if tok is None else tok.pad_token_id
         self.pad = pad if pad is not None else (self.bos if self.bos is not None else 0)
         self.cache = None if cache_dir is None else ActivationCache(cache_dir, self._fingerprint())
+        self.cache_write = cache_write
 
     @classmethod
     def for_transcoder(
@@ -228,7 +232,7 @@ class ActivationSource:
             n = part.x.shape[0]
             x[row : row + n], y[row : row + n] = part.x, part.y
             row += n
-        if self.cache is not None:
+        if self.cache is not None and self.cache_write:
             self.cache.write(chunk.index, digest, x, y)
         return ActivationBatch(x, y)
 
@@ -262,8 +266,9 @@ class ActivationSource:
                     "text, or a one-shot iterator that is used up: give a list, a dataset, or a "
                     "cache_dir so later epochs re-read the cache)"
                 )
-            if epoch == 0 and self.cache is not None and all(map(self.cache.has, range(n_chunks))):
-                self.cache.mark_complete(n_chunks)
+            cache = self.cache if self.cache_write else None
+            if epoch == 0 and cache is not None and all(map(cache.has, range(n_chunks))):
+                cache.mark_complete(n_chunks)
             epoch += 1
 
 

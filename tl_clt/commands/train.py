@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         holdout_sequences=data_cfg.get("holdout_sequences", 64),
         progress=not args.no_progress, wandb_project=args.wandb,
     )  # fmt: skip
-    if result.directory is not None and (result.directory / "summary.json").is_file():
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    if (
+        main_process
+        and result.directory is not None
+        and (result.directory / "summary.json").is_file()
+    ):
         _print_summary(
             json.loads((result.directory / "summary.json").read_text()), result.directory
         )

@@ -58,11 +58,11 @@ class TrainConfig:
 
     steps: int = 2000
     batch_size: int = 1024
-    lr: float = 1e-3
+    lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 50
     decay_start: float = 0.8
-    sparsity_coefficient: float = 1e-3
+    sparsity_coefficient: float = 1e-2
     sparsity_warmup: float = 0.5
     decoder_norm_weighting: bool = True
     tanh_c: float = 1.0
@@ -71,7 +71,7 @@ class TrainConfig:
     jumprelu_threshold_init: float = 0.05
     aux_coefficient: float = 1 / 32
     aux_k: int | None = None
-    firing_decay: float = 0.99
+    firing_decay: float = 0.98
     dead_threshold: float = 1e-4
     batchtopk_threshold_decay: float = 0.99
     clip_grad_norm: float | None = 1.0

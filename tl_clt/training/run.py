@@ -85,7 +85,8 @@ def train(
         source = ActivationSource.for_transcoder(
             lens, data, cfg, seq_len=seq_len, holdout_sequences=holdout_sequences,
             buffer_tokens=max(buffer_tokens, 4 * tcfg.batch_size),
-            cache_dir=None if cache_dir is None else str(cache_dir), seed=tcfg.seed,
+            cache_dir=None if cache_dir is None else str(cache_dir), cache_write=dist.is_main,
+            seed=tcfg.seed,
         )  # fmt: skip
     clt = CrossLayerTranscoder(cfg, device=lens.device)
     clt.reset_parameters(torch.Generator(device=lens.device).manual_seed(tcfg.seed))

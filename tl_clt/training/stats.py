@@ -29,13 +29,15 @@ def batch_stats(
     clt: CrossLayerTranscoder, fwd: Forward, y: Float[Tensor, "n n_layers d_model"]
 ) -> BatchStats:
     """Statistics of one batch (no gradients)."""
-    with torch.no_grad():
-        y64 = y.double()
-        err = (fwd.recon.double() - y64).pow(2).sum(-1).sum(0)
+    f64 = torch.float64
+    with torch.no_grad():  # per-token terms in float32, sums over tokens in float64
+        y32 = y.float()
+        err = (fwd.recon.float() - y32).pow(2).sum(-1).sum(0, dtype=f64)
+        sum_y2 = y32.pow(2).sum(-1).sum(0, dtype=f64)
         firing, min_sel = _firing(clt, fwd)
         return BatchStats(
-            torch.tensor(float(y.shape[0]), dtype=torch.float64, device=y.device),
-            err, y64.sum(0), y64.pow(2).sum(dim=(0, 2)), firing.sum(-1), firing, min_sel,
+            torch.tensor(float(y.shape[0]), dtype=f64, device=y.device),
+            err, y32.sum(0, dtype=f64), sum_y2, firing.sum(-1), firing, min_sel,
         )  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def _firing(clt: CrossLayerTranscoder, fwd: Forward) -> tuple[Tensor, Tensor]:
     inf = torch.tensor(float("inf"), device=device, dtype=torch.float64)
     none = inf.expand(L).clone()  # min_selected is only needed for BatchTopK
     if fwd.acts is not None:
-        return (fwd.acts > 0).double().sum(0), none
+        return (fwd.acts > 0).sum(0).double(), none  # no float copy of [n, L, F]
     if isinstance(fwd.sparse, SparseFeatures):
         idx, val = fwd.sparse.indices, fwd.sparse.values  # [n, L, k]
         counts = torch.zeros(L, F, dtype=torch.float64, device=device)

@@ -88,16 +88,16 @@ class Trainer:
         resumed = self.run_dir is not None and resume_latest(self, self.run_dir / "checkpoints")
         self.clt.train()
         self._emit("on_fit_start")
-        for batch in self._batches(data):
-            if self.step >= self.config.steps:
-                break
+        batches = self._batches(data) if self.step < self.config.steps else iter(())
+        while self.step < self.config.steps:
+            batch = next(batches, None)
+            if batch is None:
+                raise InputError(f"the data ran out after {self.step} of {self.config.steps} steps")
             x, y = self._unpack(batch)
             if self.step == 0 and not resumed:
                 self.initialise(x, y)
             out = self.train_step(self.dist.shard(x), self.dist.shard(y))
             self._emit("on_step_end", out)
-        if self.step < self.config.steps:
-            raise InputError(f"the data ran out after {self.step} of {self.config.steps} steps")
         self._emit("on_fit_end")
         return self
 
