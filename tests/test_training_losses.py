@@ -137,3 +137,16 @@ def test_compute_loss_parts_and_dense_decode_baseline(activation):
         clt, x, y, sparsity=0.1, config=cfg, dead=dead, dense_decode=True
     )
     torch.testing.assert_close(dense_parts.total, parts.total)
+
+
+def test_batchtopk_forward_keeps_every_feature_above_the_threshold():
+    """In eval mode a BatchTopK token may have more than k features above the threshold;
+    the transcoder's forward must decode all of them (the same as splicing does)."""
+    clt = small_clt("batchtopk", n_layers=2)
+    with torch.no_grad():
+        clt.threshold.fill_(0.0)  # every positive pre-activation is active: often more than k
+    clt.eval()
+    x = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(4))
+    acts = clt.encode(x)
+    assert (acts > 0).sum(-1).max() > clt.cfg.k
+    torch.testing.assert_close(clt(x), clt.decode(acts))

@@ -3,7 +3,9 @@ hooks, and the reporting callbacks (JSON-lines log on resume, curves PNG)."""
 
 from __future__ import annotations
 
+import io
 import json
+import types
 
 import pytest
 import torch
@@ -13,7 +15,14 @@ from _training_helpers import texts as make_texts
 
 from tl_clt import CLTConfig, CrossLayerTranscoder
 from tl_clt.activations import ActivationSource
-from tl_clt.training import JsonlLog, TrainConfig, Trainer, plot_curves, spliced_metrics
+from tl_clt.training import (
+    JsonlLog,
+    TrainConfig,
+    Trainer,
+    TrainingMetrics,
+    plot_curves,
+    spliced_metrics,
+)
 from tl_clt.training.reporting import read_jsonl
 
 
@@ -88,3 +97,40 @@ def test_jsonl_log_drops_records_of_an_interrupted_attempt_and_curves_render(tmp
     assert [r["step"] for r in read_jsonl(path)] == [5, 10]
     png = plot_curves(read_jsonl(path), tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wandb_receives_the_records_when_asked():
+    from tl_clt.training import WandbLog
+
+    class Run:
+        logged, finished = [], False
+
+        def log(self, data, step):
+            self.logged.append((step, data))
+
+        def finish(self):
+            self.finished = True
+
+    run, opened = Run(), []
+    cb = WandbLog("tl-clt-test", config={"a": 1})  # wandb is installed in the test environments
+    cb.wandb = types.SimpleNamespace(init=lambda **kw: opened.append(kw) or run)  # no network
+    trainer = Trainer(small_clt(), TrainConfig(steps=2, batch_size=8, log_every=1),
+                      [TrainingMetrics(1), cb])  # fmt: skip
+    x, y = torch.randn(8, 2, 8), torch.randn(8, 2, 8)
+    trainer.fit([(x, y), (x, y)])
+    assert opened == [{"project": "tl-clt-test", "name": None, "config": {"a": 1}}]
+    assert [step for step, _ in run.logged] == [1, 2] and run.finished
+    assert all("nmse" in data and "nmse_per_layer" not in data for _, data in run.logged)
+
+
+def test_progress_bar_shows_the_latest_metrics():
+    from tl_clt.training import ProgressBar
+
+    out = io.StringIO()
+    trainer = Trainer(small_clt(), TrainConfig(steps=3, batch_size=8, log_every=1),
+                      [TrainingMetrics(1), ProgressBar(file=out, mininterval=0)])  # fmt: skip
+    x, y = torch.randn(8, 2, 8), torch.randn(8, 2, 8)
+    trainer.fit([(x, y)] * 3)
+    text = out.getvalue()
+    assert "3/3" in text
+    assert f"nmse={trainer.history[-1]['nmse']:.3g}" in text and "L0=" in text and "dead=" in text

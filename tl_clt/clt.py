@@ -271,7 +271,10 @@ class CrossLayerTranscoder(HookedRootModule):
         """Reconstruct every layer's MLP output from every layer's MLP input."""
         acts = self.encode(x)
         if self.cfg.activation in ("topk", "batchtopk"):
-            return self.decode_sparse(to_sparse(acts, self.cfg.k), acts.shape[:-2])
+            # BatchTopK gives a token any number of features (by batch or by threshold): pad to
+            # the largest count rather than truncate to k
+            k = self.cfg.k if self.cfg.activation == "topk" else None
+            return self.decode_sparse(to_sparse(acts, k), acts.shape[:-2])
         return self.decode(acts)
 
 
