@@ -1,25 +1,34 @@
 """tl_clt: cross-layer transcoders for TransformerLens models: train one, splice it in place of
 every MLP, build attribution graphs, label features, and test claims with interventions."""
 
-from tl_clt.clt import CrossLayerTranscoder, SparseFeatures
+from tl_clt import prune
+from tl_clt.activations import ActivationBatch, ActivationSource, TokenBatch
+from tl_clt.attribution import LogitDifference, attribute
+from tl_clt.clt import CrossLayerTranscoder, RaggedFeatures, SparseFeatures
 from tl_clt.config import CLTConfig, ModelIdentity, WeightProcessing
-from tl_clt.effects import feature_effects
+from tl_clt.effects import compare_with_graph, feature_effects
 from tl_clt.errors import (
     CheckpointError,
     ConfigError,
     InputError,
     ModelMismatchError,
     TLCLTError,
+    TrainingError,
     UnknownHookError,
     UnsupportedModelError,
 )
 from tl_clt.generation import generate
+from tl_clt.graph import AttributionGraph, Node, NodeKind
 from tl_clt.interventions import Intervention, intervene
 from tl_clt.labels import FeatureIndex, build_feature_index
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
+from tl_clt.training import TrainConfig, Trainer, TrainResult, train
 
 __all__ = [
+    "ActivationBatch",
+    "ActivationSource",
+    "AttributionGraph",
     "CLTConfig",
     "CheckpointError",
     "ConfigError",
@@ -28,22 +37,29 @@ __all__ = [
     "InputError",
     "Intervention",
     "Lens",
+    "LogitDifference",
     "ModelIdentity",
     "ModelMismatchError",
+    "Node",
+    "NodeKind",
+    "RaggedFeatures",
     "ReplacementModel",
     "SparseFeatures",
     "TLCLTError",
+    "TokenBatch",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingError",
     "UnknownHookError",
     "UnsupportedModelError",
     "WeightProcessing",
+    "attribute",
     "build_feature_index",
+    "compare_with_graph",
     "feature_effects",
     "generate",
     "intervene",
+    "prune",
+    "train",
 ]
-
-from tl_clt import prune  # noqa: E402
-from tl_clt.attribution import LogitDifference, attribute  # noqa: E402
-from tl_clt.graph import AttributionGraph, Node, NodeKind  # noqa: E402
-
-__all__ += ["AttributionGraph", "LogitDifference", "Node", "NodeKind", "attribute", "prune"]

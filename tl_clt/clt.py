@@ -32,6 +32,16 @@ class SparseFeatures(NamedTuple):
     values: Float[Tensor, "n_tokens n_layers k"]
 
 
+class RaggedFeatures(NamedTuple):
+    """Active features of N tokens with a variable count per token and layer (BatchTopK): for
+    each source layer, the active features' ids and values in token order, and the offset
+    where each token's run starts ([n_tokens], non-decreasing; an empty run decodes to 0)."""
+
+    indices: tuple[Int[Tensor, " nnz"], ...]
+    values: tuple[Float[Tensor, " nnz"], ...]
+    offsets: tuple[Int[Tensor, " n_tokens"], ...]
+
+
 class _LayerHooks(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -243,17 +253,21 @@ class CrossLayerTranscoder(HookedRootModule):
         return self._finish(out)
 
     def decode_sparse(
-        self, features: SparseFeatures, batch_shape: Sequence[int] | None = None
+        self, features: SparseFeatures | RaggedFeatures, batch_shape: Sequence[int] | None = None
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruction from active features only: reads just their decoder rows (one
-        `embedding_bag` per source layer), never a dense [tokens, layers, features] tensor."""
-        idx, val = features
+        `embedding_bag` per source layer), never a dense [tokens, layers, features] tensor.
+        `RaggedFeatures` give each token its own number of active features (BatchTopK)."""
         L = self.cfg.n_layers
         out = [None] * L
         for s in range(L):
             w = self.W_dec[self._enc(s)]  # [F, T, d]
+            if isinstance(features, RaggedFeatures):
+                idx, val, offsets = (features.indices[s], features.values[s], features.offsets[s])
+            else:
+                idx, val, offsets = features.indices[:, s], features.values[:, s], None
             contrib = F.embedding_bag(
-                idx[:, s], w.flatten(1), per_sample_weights=val[:, s].to(w.dtype), mode="sum"
+                idx, w.flatten(1), offsets, per_sample_weights=val.to(w.dtype), mode="sum"
             ).unflatten(-1, w.shape[1:])
             for j, t in enumerate(self.targets(s)):
                 out[t] = contrib[:, j] if out[t] is None else out[t] + contrib[:, j]

@@ -32,3 +32,7 @@ class InputError(TLCLTError, ValueError):
 
 class UnsupportedModelError(TLCLTError, NotImplementedError):
     """A model family or option that tl_clt cannot handle yet."""
+
+
+class TrainingError(TLCLTError, RuntimeError):
+    """Training cannot go on (a NaN or infinite loss); the last good checkpoint is kept."""

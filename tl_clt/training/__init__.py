@@ -1,0 +1,41 @@
+"""Training transcoders: losses (pure functions), a short `Trainer` loop with callbacks,
+metrics, checkpoints, data-parallel training, and `train()` from a model and text to a saved
+transcoder."""
+
+from tl_clt.training.checkpoint import (
+    Checkpointer,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tl_clt.training.config import TrainConfig
+from tl_clt.training.distributed import DistEnv, init_from_env
+from tl_clt.training.metrics import SplicedEval, SplicedMetrics, TrainingMetrics, spliced_metrics
+from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog, plot_curves
+from tl_clt.training.run import TrainResult, train, transcoder_config
+from tl_clt.training.trainer import Callback, StepOutput, Trainer
+
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "CurvesPlot",
+    "DistEnv",
+    "JsonlLog",
+    "ProgressBar",
+    "SplicedEval",
+    "SplicedMetrics",
+    "StepOutput",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingMetrics",
+    "WandbLog",
+    "init_from_env",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "plot_curves",
+    "save_checkpoint",
+    "spliced_metrics",
+    "train",
+    "transcoder_config",
+]

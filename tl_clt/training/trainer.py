@@ -1,0 +1,223 @@
+"""`Trainer`: a short training loop for transcoders; metrics, logging, evaluation and
+checkpoints hang on callbacks.
+
+The loop consumes a plain iterator of activation batches (`ActivationBatch` or `(x, y)`
+pairs of [tokens, layers, d_model]); an `ActivationSource` (anything with
+`batches(batch_size, start)`) is asked to start where a resumed run left off, any other iterable
+is replayed from its beginning and fast-forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from tl_clt.clt import CrossLayerTranscoder
+from tl_clt.errors import InputError, TrainingError
+from tl_clt.training.config import TrainConfig
+from tl_clt.training.distributed import DistEnv
+from tl_clt.training.losses import LossParts, compute_loss
+from tl_clt.training.stats import BatchStats, batch_stats, reduce_stats
+
+
+class StepOutput(NamedTuple):
+    """What one optimizer step reports to the callbacks (losses averaged over processes)."""
+
+    step: int  # steps done, this one included
+    loss: dict[str, float]
+    lr: float
+    sparsity: float
+    grad_norm: float
+    stats: BatchStats
+
+
+class Callback:
+    """Hooks into `Trainer.fit`; override what you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None: ...
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+class Trainer:
+    """Trains `clt` in place with Adam, following `config`. With `run_dir`, checkpoints go to
+    `run_dir/checkpoints` and `fit` resumes from the latest one found there."""
+
+    #: Decode TopK / BatchTopK densely through every decoder (a baseline for benchmarks only).
+    dense_decode: bool = False
+
+    def __init__(
+        self,
+        clt: CrossLayerTranscoder,
+        config: TrainConfig,
+        callbacks: Iterable[Callback] = (),
+        run_dir: str | Path | None = None,
+        dist: DistEnv | None = None,
+    ) -> None:
+        from tl_clt.training.checkpoint import Checkpointer
+
+        self.clt, self.config = clt, config
+        self.dist = dist or DistEnv()
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.callbacks = list(callbacks)
+        if self.run_dir is not None:
+            self.callbacks.append(
+                Checkpointer(self.run_dir / "checkpoints", config.checkpoint_every)
+            )
+        self.params = [p for p in clt.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, betas=config.betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
+        self.step = 0
+        self.firing_ema: Tensor | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, data: Any) -> Trainer:
+        """Train until `config.steps` (resuming from `run_dir`'s latest checkpoint if any)."""
+        from tl_clt.training.checkpoint import resume_latest
+
+        resumed = self.run_dir is not None and resume_latest(self, self.run_dir / "checkpoints")
+        self.clt.train()
+        self._emit("on_fit_start")
+        batches = self._batches(data) if self.step < self.config.steps else iter(())
+        while self.step < self.config.steps:
+            batch = next(batches, None)
+            if batch is None:
+                raise InputError(f"the data ran out after {self.step} of {self.config.steps} steps")
+            x, y = self._unpack(batch)
+            if self.step == 0 and not resumed:
+                self.initialise(x, y)
+            out = self.train_step(self.dist.shard(x), self.dist.shard(y))
+            self._emit("on_step_end", out)
+        self._emit("on_fit_end")
+        return self
+
+    def train_step(self, x: Tensor, y: Tensor) -> StepOutput:
+        """One optimizer step on this process's slice of a batch."""
+        cfg, clt = self.config, self.clt
+        lam = cfg.sparsity_at(self.step)
+        dead = self.dead_mask() if clt.cfg.activation in ("topk", "batchtopk") else None
+        with self._autocast():
+            parts, fwd = compute_loss(
+                clt, x, y, sparsity=lam, config=cfg, dead=dead, dense_decode=self.dense_decode
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        self.dist.average_gradients(self.params)
+        max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        losses = self.dist.all_reduce_(torch.stack([p.detach().float() for p in parts]), "mean")
+        self._check_finite(parts, losses, grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        if clt.cfg.activation == "jumprelu":  # θ < 0 would let features fire negative
+            with torch.no_grad():
+                clt.threshold.clamp_(min=0.0)
+        stats = reduce_stats(batch_stats(clt, fwd, y), self.dist)
+        self._update_state(stats)
+        self.step += 1
+        loss = dict(zip(LossParts._fields, losses.tolist()))
+        return StepOutput(self.step, loss, lr, lam, float(grad_norm), stats)
+
+    # ------------------------------------------------------------------ state
+    def initialise(self, x: Tensor, y: Tensor) -> None:
+        """Before the first step: per-layer normalisation and b_dec from the first (global)
+        batch, a nonzero JumpReLU threshold, and every process holding the same weights."""
+        clt, cfg = self.clt, self.config
+        d = clt.cfg.d_model
+        with torch.no_grad():
+            if cfg.normalise:
+                clt.input_scale.copy_(d**0.5 / x.float().norm(dim=-1).mean(0).clamp_min(1e-8))
+                clt.output_scale.copy_(d**0.5 / y.float().norm(dim=-1).mean(0).clamp_min(1e-8))
+            if cfg.init_decoder_bias:
+                clt.b_dec.copy_(y.float().mean(0))
+            if clt.cfg.activation == "jumprelu" and not bool(clt.threshold.any()):
+                clt.threshold.fill_(cfg.jumprelu_threshold_init)
+        self.dist.broadcast_module(clt)
+
+    def _update_state(self, stats: BatchStats) -> None:
+        cfg, clt = self.config, self.clt
+        firing = (
+            stats.firing.sum(0, keepdim=True) if clt.cfg.architecture == "shared" else stats.firing
+        )
+        per_enc = stats.n_tokens * (clt.cfg.n_layers if clt.cfg.architecture == "shared" else 1)
+        rate = (firing / per_enc).float()
+        if self.firing_ema is None:
+            self.firing_ema = rate
+        else:
+            self.firing_ema.mul_(cfg.firing_decay).add_(rate, alpha=1 - cfg.firing_decay)
+        if clt.cfg.activation == "batchtopk":
+            low = stats.min_selected
+            low = low.min(0, keepdim=True).values if clt.cfg.architecture == "shared" else low
+            low = torch.where(torch.isfinite(low), low, clt.threshold[:, 0].double()).to(
+                clt.threshold.dtype
+            )
+            decay = 0.0 if self.step == 0 else cfg.batchtopk_threshold_decay
+            clt.threshold.mul_(decay).add_(low[:, None], alpha=1 - decay)
+
+    def dead_mask(self) -> Tensor | None:
+        """Features whose firing-rate average is below `dead_threshold` ([n_enc, F])."""
+        if self.firing_ema is None:
+            return None
+        return self.firing_ema < self.config.dead_threshold
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, record: dict[str, Any]) -> None:
+        """Send a metrics record to every callback (main process only)."""
+        if self.dist.is_main:
+            self.history.append(record)
+            self._emit("on_log", record)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in list(self.callbacks):
+            getattr(cb, event)(self, *args)
+
+    def _batches(self, data: Any) -> Iterator[Any]:
+        if hasattr(data, "batches"):
+            return iter(data.batches(self.config.batch_size, start=self.step))
+        it = iter(data)
+        for _ in range(self.step):
+            if next(it, None) is None:
+                raise InputError(f"the data ended before the resumed position (batch {self.step})")
+        return it
+
+    def _unpack(self, batch: Any) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        want = (self.clt.cfg.n_layers, self.clt.cfg.d_model)
+        if x.dim() != 3 or tuple(x.shape[1:]) != want or x.shape != y.shape:
+            raise InputError(
+                f"activation batches must be pairs of [tokens, {want[0]}, {want[1]}] tensors; got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        kw = {"device": self.clt.device, "dtype": self.clt.dtype}
+        return x.to(**kw), y.to(**kw)
+
+    def _autocast(self):
+        if self.config.autocast == "bf16":
+            return torch.autocast(self.clt.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_finite(self, parts: LossParts, losses: Tensor, grad_norm: Tensor) -> None:
+        if bool(torch.isfinite(losses).all()) and bool(torch.isfinite(grad_norm)):
+            return
+        described = ", ".join(f"{k}={v:.4g}" for k, v in zip(LossParts._fields, losses.tolist()))
+        where = (
+            ""
+            if self.run_dir is None
+            else f"; the last good checkpoint is in {self.run_dir / 'checkpoints'}"
+        )
+        raise TrainingError(
+            f"the loss is not finite at step {self.step + 1} ({described}, grad norm "
+            f"{float(grad_norm):.4g}); training stopped before updating the weights{where}. Lower "
+            "the learning rate, set clip_grad_norm, or check the activations for inf/NaN"
+        )
