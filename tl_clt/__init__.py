@@ -47,3 +47,8 @@ from tl_clt.attribution import LogitDifference, attribute  # noqa: E402
 from tl_clt.graph import AttributionGraph, Node, NodeKind  # noqa: E402
 
 __all__ += ["AttributionGraph", "LogitDifference", "Node", "NodeKind", "attribute", "prune"]
+
+from tl_clt.supernodes import GroupedGraph, Supernode, group_supernodes, validate_supernodes  # noqa: E402, I001
+from tl_clt.viz.graph_page import render_graph  # noqa: E402
+
+__all__ += ["GroupedGraph", "Supernode", "group_supernodes", "render_graph", "validate_supernodes"]
