@@ -183,7 +183,9 @@ class Browser:
     # -------------------------------------------------------------- pages
     def open(self, page: str | os.PathLike, fragment: str = "", timeout: float = 60) -> None:
         """Load a local HTML file (optionally at `#fragment`) and wait for its load event."""
-        url = Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+        self._loads = getattr(self, "_loads", 0) + 1  # a new query: a new document every time
+        url = Path(page).resolve().as_uri() + f"?load={self._loads}"
+        url += f"#{fragment}" if fragment else ""
         self.events.clear()
         self.call("Page.navigate", {"url": url})
         self.wait_for("Page.loadEventFired", timeout)

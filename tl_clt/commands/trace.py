@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="group the pruned graph's features into supernodes (default: auto)",
     )
     parser.add_argument(
+        "--supernode-threshold",
+        type=float,
+        default=0.5,
+        metavar="D",
+        help="largest mean distance (1 - cosine) within a supernode (default 0.5)",
+    )
+    parser.add_argument(
         "--validate-supernodes",
         action="store_true",
         help="ablate each supernode and compare with the grouped graph's prediction",
@@ -104,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
     )  # fmt: skip
     pruned = graph.prune(args.node_threshold, args.edge_threshold)
-    grouped = group_supernodes(pruned, clt, index) if args.supernodes == "auto" else None
+    grouped = None
+    if args.supernodes == "auto":
+        grouped = group_supernodes(pruned, clt, index, threshold=args.supernode_threshold)
     slug = args.slug or slugify(args.prompt)
     out = Path(args.out or Path("graphs") / slug)
     graph.save(out / "graph")

@@ -53,43 +53,60 @@ var TLGraph = (function () {
     list.forEach(function (u) { if (u.members) u.band = Math.round(u.band / u.members.length); });
     return { list: list, unitOf: unitOf };
   }
+  /* Slots of GAP pixels: one per node, several for a collapsed supernode (it shows its name). */
+  function slots(d, u) { return u.node !== undefined ? 1 : Math.min(8, Math.max(2, Math.ceil((Math.min(d.supernodes[u.sn][0].length, 16) * 6.2 + 14) / GAP))); }
+  function rowsOf(d, U, cell, perRow) {
+    var rows = [[]], used = 0;
+    cell.forEach(function (k) {
+      var n = slots(d, U.list[k]);
+      if (used + n > perRow && rows[rows.length - 1].length) { rows.push([]); used = 0; }
+      rows[rows.length - 1].push(k); used += n;
+    });
+    return rows;
+  }
   function layout(d, g, U) {
     var P = d.tokens.length, B = d.meta.n_layers + 2, cells = {};
     U.list.forEach(function (u, k) { (cells[u.pos + "," + u.band] = cells[u.pos + "," + u.band] || []).push(k); });
-    var rank = function (k) { var u = U.list[k]; return u.node === undefined ? -1 : g.group[u.node]; };
+    var key = function (k) {  // errors last, then supernode members together, then influence
+      var u = U.list[k];
+      if (u.node === undefined) return [0, -u.sn, 0];
+      return [d.nodes.kind[u.node] === ERR ? 1 : 0, -g.group[u.node], -d.nodes.infl[u.node]];
+    };
     Object.keys(cells).forEach(function (c) {
-      cells[c].sort(function (a, b) {
-        var ua = U.list[a], ub = U.list[b], ka = ua.node === undefined ? 0 : d.nodes.kind[ua.node], kb = ub.node === undefined ? 0 : d.nodes.kind[ub.node];
-        return (ka === ERR) - (kb === ERR) || rank(b) - rank(a) || (ub.node === undefined ? 0 : d.nodes.infl[ub.node]) - (ua.node === undefined ? 0 : d.nodes.infl[ua.node]);
-      });
+      cells[c].sort(function (a, b) { var p = key(a), q = key(b); return p[0] - q[0] || p[1] - q[1] || p[2] - q[2]; });
     });
     var widths = [], x0 = [], x = LEFT;
     for (var p = 0; p < P; p++) {
       var most = 0;
-      for (var b = 0; b < B; b++) most = Math.max(most, (cells[p + "," + b] || []).length);
+      for (var b = 0; b < B; b++) {
+        most = Math.max(most, (cells[p + "," + b] || []).reduce(function (n, k) { return n + slots(d, U.list[k]); }, 0));
+      }
       widths.push(Math.max(MIN_COL, Math.min(MAX_COL, most * GAP + 2 * PAD)));
       x0.push(x); x += widths[p];
     }
     var perRow = widths.map(function (w) { return Math.max(1, Math.floor((w - 2 * PAD) / GAP)); });
-    var heights = [];
+    var rows = {}, heights = [];
+    Object.keys(cells).forEach(function (c) { rows[c] = rowsOf(d, U, cells[c], perRow[+c.split(",")[0]]); });
     for (b = 0; b < B; b++) {
-      var rows = 1;
-      for (p = 0; p < P; p++) rows = Math.max(rows, Math.ceil((cells[p + "," + b] || []).length / perRow[p]));
-      heights.push(rows * ROW + 2 * BAND_PAD);
+      var n = 1;
+      for (p = 0; p < P; p++) n = Math.max(n, (rows[p + "," + b] || [[]]).length);
+      heights.push(n * ROW + 2 * BAND_PAD);
     }
     var y0 = [], y = 24;
     for (b = B - 1; b >= 0; b--) { y0[b] = y; y += heights[b]; }
-    Object.keys(cells).forEach(function (c) {
+    Object.keys(rows).forEach(function (c) {
       var pb = c.split(","), p = +pb[0], b = +pb[1];
-      var n = cells[c].length;
-      cells[c].forEach(function (k, j) {
-        var u = U.list[k], r = Math.floor(j / perRow[p]), col = j % perRow[p];
-        var inRow = Math.min(perRow[p], n - r * perRow[p]);
-        u.x = x0[p] + (widths[p] - inRow * GAP) / 2 + GAP / 2 + col * GAP;
-        u.y = y0[b] + heights[b] - BAND_PAD - ROW / 2 - r * ROW;
+      rows[c].forEach(function (row, r) {
+        var total = row.reduce(function (n, k) { return n + slots(d, U.list[k]); }, 0);
+        var at = x0[p] + (widths[p] - total * GAP) / 2;
+        row.forEach(function (k) {
+          var u = U.list[k], n = slots(d, u);
+          u.x = at + n * GAP / 2; u.w = n * GAP - 3; at += n * GAP;
+          u.y = y0[b] + heights[b] - BAND_PAD - ROW / 2 - r * ROW;
+        });
       });
     });
-    return { width: x + 20, height: y + 90, x0: x0, widths: widths, y0: y0, heights: heights };
+    return { width: x + 20, height: y + 110, x0: x0, widths: widths, y0: y0, heights: heights };
   }
 
   /* ------------------------------------------------------------ drawing */
@@ -129,7 +146,10 @@ var TLGraph = (function () {
     d.tokens.forEach(function (tok, p) {
       var x = L.x0[p] + L.widths[p] / 2, y = L.y0[0] + L.heights[0] + 14;
       var t = svg("text", { x: x, y: y, "class": "token", transform: "rotate(-25 " + x + " " + y + ")" });
-      t.textContent = shown(tok);
+      var full = shown(tok), title = svg("title");
+      t.textContent = full.length > 18 ? full.slice(0, 17) + "\u2026" : full;
+      title.textContent = full;
+      t.appendChild(title);
       layer.appendChild(t);
     });
   }
@@ -158,10 +178,12 @@ var TLGraph = (function () {
     if (collapsed) {
       U.list.forEach(function (u) {
         if (u.sn === undefined) return;
-        var r = svg("rect", { x: u.x - 7, y: u.y - 6, width: 14, height: 12, rx: 3, "class": "supernode unit", "data-supernode": u.sn });
-        var title = svg("title"); title.textContent = d.supernodes[u.sn][0]; r.appendChild(title);
+        var name = d.supernodes[u.sn][0];
+        var r = svg("rect", { x: u.x - u.w / 2, y: u.y - 6.5, width: u.w, height: 13, rx: 3, "class": "supernode unit", "data-supernode": u.sn });
+        var title = svg("title"); title.textContent = name; r.appendChild(title);
         layer.appendChild(r);
-        var t = svg("text", { x: u.x + 9, y: u.y + 3, "class": "sn-label" }); t.textContent = d.supernodes[u.sn][0].slice(0, 24);
+        var t = svg("text", { x: u.x, y: u.y + 3.5, "class": "sn-label unit" });
+        t.textContent = name.length > 16 ? name.slice(0, 15) + "\u2026" : name;
         layer.appendChild(t);
       });
       return;
@@ -180,7 +202,7 @@ var TLGraph = (function () {
       var r = svg("rect", { x: b.x1 - 8, y: b.y1 - 8, width: b.x2 - b.x1 + 16, height: b.y2 - b.y1 + 16, rx: 4, "class": "supernode", "data-supernode": k });
       var title = svg("title"); title.textContent = d.supernodes[k][0]; r.appendChild(title);
       layer.appendChild(r);
-      var t = svg("text", { x: b.x1 - 7, y: b.y1 - 11, "class": "sn-label" }); t.textContent = d.supernodes[k][0].slice(0, 24);
+      var t = svg("text", { x: b.x1 - 7, y: b.y1 - 11, "class": "sn-label" }); var name = d.supernodes[k][0]; t.textContent = name.length > 24 ? name.slice(0, 23) + "\u2026" : name;
       layer.appendChild(t);
     });
   }
@@ -218,7 +240,7 @@ var TLGraph = (function () {
       "position " + N.pos[i] + " (" + JSON.stringify(d.tokens[N.pos[i]] === undefined ? "" : d.tokens[N.pos[i]]) + ")" +
       " \u00b7 activation " + fmt(N.act[i]) + " \u00b7 influence " + fmt(N.infl[i]),
     ]));
-    if (s >= 0) box.appendChild(el("p", { "class": "member" }, ["in supernode: ", el("b", {}, [d.supernodes[s][0]])]));
+    if (s >= 0) box.appendChild(el("p", { "class": "member" }, ["in supernode: ", el("strong", {}, [d.supernodes[s][0]])]));
     box.appendChild(el("h3", {}, ["strongest inputs"]));
     box.appendChild(edgeList(d, g, i, true));
     box.appendChild(el("h3", {}, ["strongest outputs"]));
@@ -267,7 +289,7 @@ var TLGraph = (function () {
       [axes, boxes, edges, nodes].forEach(function (x) { root.appendChild(x); });
       drawAxes(d, L, axes);
       var nEdges = drawEdges(d, g, U, state.view, edges);
-      drawSupernodes(d, g, U, state.collapsed, boxes);
+      drawSupernodes(d, g, U, state.collapsed, state.collapsed ? nodes : boxes);
       U.list.forEach(function (u) { if (u.node !== undefined) nodes.appendChild(drawNode(d, u)); });
       var shown = U.list.filter(function (u) { return u.node !== undefined; }).length;
       document.getElementById("counts").textContent = shown + " nodes, " + nEdges + " edges" +
