@@ -57,7 +57,11 @@ def model_and_prompt(n_tokens: int) -> tuple[str, ReplacementModel, torch.Tensor
         toy = importlib.import_module("tl_clt.toy")
         lens, clt = toy.load_model(), toy.load_clt()
         text = " ".join(item.prompt for item in toy.load_items())
-        return "shipped toy model + CLT", ReplacementModel(lens, clt), lens.to_tokens(text)[0, :n_tokens]
+        return (
+            "shipped toy model + CLT",
+            ReplacementModel(lens, clt),
+            lens.to_tokens(text)[0, :n_tokens],
+        )
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")
     lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, d_vocab=700, n_ctx=64)
@@ -97,7 +101,9 @@ def browser_times(path: Path, repeat: int) -> dict[str, list[float]]:
             start = time.perf_counter()
             b.open(path)
             out["load"].append(time.perf_counter() - start)
-            out["render"].append(float(b.eval("document.body.getAttribute('data-render-ms')")) / 1e3)
+            out["render"].append(
+                float(b.eval("document.body.getAttribute('data-render-ms')")) / 1e3
+            )
             out["frame"].append(b.eval("new Promise(r => requestAnimationFrame(() => "
                                        "requestAnimationFrame(() => r(performance.now()))))") / 1e3)  # fmt: skip
             out["nodes drawn"].append(b.eval("document.querySelectorAll('#graph .node').length"))
@@ -166,10 +172,14 @@ def main() -> None:
     max_nt = page.data["tl-graph"]["meta"]["max_node_threshold"]
     cases = [(nt, et) for nt in (0.5, 0.7, 0.8, round(max_nt, 3)) for et in (0.9, 0.98)]
     meta = page.data["tl-graph"]["meta"]
-    print(f"\nin-page re-pruning vs tl_clt.prune (the page holds {page.n_edges} of the "
-          f"{meta['edges_among_nodes']} edges among its nodes; node thresholds up to "
-          f"{max_nt:.3f} are exact)")
-    print("| node thr | edge thr | nodes (Python) | nodes (page) | Jaccard |\n|---:|---:|---:|---:|---:|")
+    print(
+        f"\nin-page re-pruning vs tl_clt.prune (the page holds {page.n_edges} of the "
+        f"{meta['edges_among_nodes']} edges among its nodes; node thresholds up to "
+        f"{max_nt:.3f} are exact)"
+    )
+    print(
+        "| node thr | edge thr | nodes (Python) | nodes (page) | Jaccard |\n|---:|---:|---:|---:|---:|"
+    )
     for nt, et, n_py, n_js, jac in prune_agreement(graph, path, cases):
         print(f"| {nt} | {et} | {n_py} | {n_js} | {jac:.3f} |")
     print(f"\nopens in under 2 s: {max(times['frame']) < 2.0}; under 3 MB: {size < 3 * 2**20}")

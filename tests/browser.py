@@ -127,11 +127,13 @@ class Browser:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         os.close(to_browser_r)
         os.close(from_browser_w)
-        self._buffer, self._id, self.events = b"", 0, []
+        self._buffer, self._id, self.events, self.frames = b"", 0, [], []
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self._session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
         ]
+        self.call("Target.setAutoAttach",
+                  {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True})  # fmt: skip
         self.call("Page.enable")
         self.call("Runtime.enable")
         self.call("Emulation.setDeviceMetricsOverride",
@@ -148,7 +150,12 @@ class Browser:
                 raise RuntimeError("chromium closed the DevTools pipe")
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(raw)
+        message = json.loads(raw)
+        if message.get("method") == "Target.attachedToTarget":  # an iframe's own process
+            params = message["params"]
+            if params["targetInfo"].get("type") == "iframe":
+                self.frames.append(params["sessionId"])
+        return message
 
     def _call(self, method: str, params: dict | None = None, session: str | None = None,
               timeout: float = 60) -> dict:  # fmt: skip
@@ -187,6 +194,7 @@ class Browser:
         url = Path(page).resolve().as_uri() + f"?load={self._loads}"
         url += f"#{fragment}" if fragment else ""
         self.events.clear()
+        self.frames.clear()
         self.call("Page.navigate", {"url": url})
         self.wait_for("Page.loadEventFired", timeout)
 
@@ -194,6 +202,20 @@ class Browser:
         """The value of a JavaScript expression in the page (promises awaited)."""
         result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
                                                 "awaitPromise": True}, timeout)  # fmt: skip
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def frame_eval(self, expression: str, timeout: float = 60):
+        """The value of an expression in the page's first iframe (Chromium runs a sandboxed
+        iframe in a process of its own: it is reached through its own DevTools session)."""
+        deadline = time.monotonic() + timeout
+        while not self.frames:
+            if time.monotonic() > deadline:
+                raise AssertionError("the page has no iframe")
+            self.events.append(self._read(max(0.01, deadline - time.monotonic())))
+        result = self._call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                            self.frames[0], timeout)  # fmt: skip
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails']}")
         return result["result"].get("value")

@@ -104,18 +104,23 @@ def test_every_node_and_supernode_is_drawn_and_a_click_shows_the_label(hostile):
             "supernode:"
         )
         _check_safe(b)
+        b.open(render_graph(pruned).save(path.with_name("pruned.html")))  # a pruned graph: whole
+        assert set(_drawn(b, "#graph .node", "data-node")) == _pruned_ids(graph)
 
 
 def test_hostile_strings_render_as_text(hostile):
     rm, index, graph, pruned, grouped, path, page, _ = hostile
     with Browser() as b:
         b.open(path)
-        tokens = b.eval("[...document.querySelectorAll('#graph text.token title')]"
-                        ".map(t => t.textContent)")  # the full token (the label may be cut)
+        tokens = b.eval(
+            "[...document.querySelectorAll('#graph text.token title')].map(t => t.textContent)"
+        )  # the full token (the label may be cut)
         assert tokens == rm.lens.to_str_tokens(graph.tokens) and set(HOSTILE) <= set(tokens)
         titles = b.eval("[...document.querySelectorAll('#graph rect.supernode title')]"
                         ".map(t => t.textContent)")  # fmt: skip
-        labels = b.eval("[...document.querySelectorAll('#graph text.sn-label')].map(t => t.textContent)")
+        labels = b.eval(
+            "[...document.querySelectorAll('#graph text.sn-label')].map(t => t.textContent)"
+        )
         assert GROUP in titles and GROUP in labels
         b.click_selector("#graph rect.supernode")  # the first box is the hostile name's
         assert GROUP in b.eval("document.getElementById('detail').textContent")
@@ -153,6 +158,26 @@ def test_the_pages_pruning_is_tl_clt_prune(hostile):
         assert drawn | members == _pruned_ids(graph)
 
 
+def test_the_page_works_inside_a_notebook_cell(hostile):
+    """`_repr_html_` (what Jupyter shows) puts the page in a sandboxed iframe: it draws there
+    too, offline, and the hostile strings stay text."""
+    rm, index, graph, pruned, grouped, path, page, tmp = hostile
+    cell = tmp / "notebook.html"
+    cell.write_text(f"<!DOCTYPE html><html><body><div class='output'>{page._repr_html_()}</div>"
+                    "</body></html>")  # fmt: skip
+    with Browser() as b:
+        b.open(cell)
+        drawn = b.frame_eval(
+            "[...document.querySelectorAll('#graph .node')].map(e => e.dataset.node)"
+        )
+        assert set(drawn) == _pruned_ids(graph) and len(drawn) == pruned.n_nodes
+        tokens = b.frame_eval("[...document.querySelectorAll('#graph text.token title')]"
+                              ".map(t => t.textContent)")  # fmt: skip
+        assert set(HOSTILE) <= set(tokens)
+        assert b.frame_eval("document.querySelectorAll('b, img').length") == 0
+        assert b.eval("document.querySelectorAll('script').length") == 0
+
+
 def test_circuitsvis_renderings_show_the_right_numbers_and_hostile_tokens_as_text(hostile):
     rm, index, graph, pruned, grouped, path, page, tmp = hostile
     lens, clt = rm.lens, rm.clt
@@ -176,7 +201,9 @@ def test_circuitsvis_renderings_show_the_right_numbers_and_hostile_tokens_as_tex
     vocab = lens.vocabulary()
     for tok, value in zip(delta["tokens"], delta["values"]):
         i = vocab.index(html_module.unescape(tok.strip()))
-        assert value == pytest.approx(float(result.logits_after[-1, i] - result.logits_before[-1, i]), abs=1e-5)
+        assert value == pytest.approx(
+            float(result.logits_after[-1, i] - result.logits_before[-1, i]), abs=1e-5
+        )
     shown = [list(HOSTILE), [html_module.unescape(t.strip()) for t in delta["tokens"]]]
     for p, strings in zip((panel, changes), shown):
         dom = render(p.save(tmp / "cv.html"))

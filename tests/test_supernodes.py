@@ -16,7 +16,14 @@ import pytest
 import torch
 from conftest import random_clt
 
-from tl_clt import InputError, NodeKind, ReplacementModel, attribute, group_supernodes
+from tl_clt import (
+    InputError,
+    LogitDifference,
+    NodeKind,
+    ReplacementModel,
+    attribute,
+    group_supernodes,
+)
 from tl_clt.graph import AttributionGraph, GraphInfo, Node
 from tl_clt.lens import from_hf
 from tl_clt.lens.build import tiny_hf_model
@@ -67,16 +74,16 @@ def test_grouped_edges_are_the_members_edges_summed():
     units = grouped.units
     assert units[:2] == [groups[0].members, groups[1].members] and len(units) == g.n_nodes - 3
     A = g.adjacency.double()
-    for I, J in itertools.product(range(len(units)), repeat=2):
+    for u, v in itertools.product(range(len(units)), repeat=2):
         total = 0.0
-        for i in units[I]:
-            for j in units[J]:
+        for i in units[u]:
+            for j in units[v]:
                 total += float(A[i, j])
-        if I == J:
-            assert grouped.adjacency[I, I] == 0
-            assert grouped.internal[I].item() == pytest.approx(total, abs=1e-6)
+        if u == v:
+            assert grouped.adjacency[u, u] == 0
+            assert grouped.internal[u].item() == pytest.approx(total, abs=1e-6)
         else:
-            assert grouped.adjacency[I, J].item() == pytest.approx(total, abs=1e-6)
+            assert grouped.adjacency[u, v].item() == pytest.approx(total, abs=1e-6)
     assert grouped.internal[0] != 0  # feats[0] (layer 0) feeds feats[4] (layer 1)
     acts = [sum(g.nodes[i].activation or 0.0 for i in u) for u in units]
     torch.testing.assert_close(grouped.activation, torch.tensor(acts, dtype=torch.float64))
@@ -255,6 +262,20 @@ def test_groups_that_do_not_move_together_are_predicted_by_the_node_graph_only(d
     for c in v.checks:
         assert c.node_predicted == pytest.approx(c.measured, abs=1e-6 * top)
     assert v.node_relative_error < 1e-5 and v.relative_error > 1e-2
+
+
+def test_a_logit_difference_target_is_checked_too(duplicated):
+    rm, _, _ = duplicated
+    graph = attribute(rm, "w3 w1 w4 w1 w5 w9 w2", targets=LogitDifference("w7", "w8"))
+    grouped = group_supernodes(graph, rm, threshold=0.01)
+    names = _sample(grouped, graph, 6)
+    for how in ("direct", "total"):
+        v = validate_supernodes(rm, grouped, how=how, supernodes=names)
+        assert v.target == "w7 - w8"
+        top = max(abs(c.measured) for c in v.checks)
+        assert top > 1e-3
+        for c in v.checks:
+            assert c.predicted == pytest.approx(c.measured, abs=1e-6 * top)
 
 
 def test_neuronpedia_json_carries_the_supernodes(duplicated):

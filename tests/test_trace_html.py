@@ -30,13 +30,17 @@ def test_trace_writes_the_graph_page_with_supernodes(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     pruned = AttributionGraph.load(out / "pruned")
-    expected = group_supernodes(pruned, CrossLayerTranscoder.from_pretrained(clt_dir), threshold=1.0)
+    expected = group_supernodes(
+        pruned, CrossLayerTranscoder.from_pretrained(clt_dir), threshold=1.0
+    )
     assert expected.supernodes and f"supernodes: {len(expected.supernodes)}" in text
     assert "| supernode |" in text and "correlation" in text and "wrote the graph page" in text
     ids = node_ids(pruned)
     data = json.loads((out / "demo.json").read_text())
     present = {n["node_id"] for n in data["nodes"]}
-    want = [[s.name, *[ids[i] for i in s.members if ids[i] in present]] for s in expected.supernodes]
+    want = [
+        [s.name, *[ids[i] for i in s.members if ids[i] in present]] for s in expected.supernodes
+    ]
     assert data["qParams"]["supernodes"] == [w for w in want if len(w) > 1]
     with Browser() as b:
         b.open(html)
