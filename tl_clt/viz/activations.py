@@ -44,7 +44,7 @@ def feature_activations(
 ) -> cv.Panel:
     """Activations of `features` ((layer, feature) pairs, or the most influential features of
     an attribution graph; default: the `top` features with the largest activation anywhere in
-    the prompt) at every position of `prompt`, labelled from `index` when given."""
+    the prompt, BOS aside) at every position of `prompt`, labelled from `index` when given."""
     lens, clt = replacement.lens, replacement.clt
     tokens = lens.tokens(prompt)
     with torch.no_grad():
@@ -53,7 +53,8 @@ def feature_activations(
     if isinstance(features, AttributionGraph):
         features = graph_features(features, top)
     elif features is None:
-        best = acts.amax(dim=1).flatten().topk(min(top, acts.shape[0] * acts.shape[2]))
+        peak = acts[:, 1:].amax(dim=1) if acts.shape[1] > 1 else acts.amax(dim=1)  # BOS left out
+        best = peak.flatten().topk(min(top, peak.numel()))
         F = acts.shape[2]
         features = [(int(g) // F, int(g) % F) for g in best.indices.tolist()]
     features = [(int(layer), int(f)) for layer, f in features]
@@ -70,7 +71,7 @@ def feature_activations(
     panel.add(
         cv.text_neuron_activations(
             str_tokens, values[:, None, :].float().cpu(), firstDimensionName="Features",
-            secondDimensionName="Feature", firstDimensionLabels=["graph features"],
+            secondDimensionName="Feature", firstDimensionLabels=["features"],
             secondDimensionLabels=names,
         )
     )  # fmt: skip
