@@ -23,7 +23,9 @@ from tl_clt.interventions import Intervention, intervene
 from tl_clt.labels import FeatureIndex, build_feature_index
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
+from tl_clt.supernodes import GroupedGraph, Supernode, group_supernodes, validate_supernodes
 from tl_clt.training import TrainConfig, Trainer, TrainResult, train
+from tl_clt.viz.graph_page import render_graph
 
 __all__ = [
     "ActivationBatch",
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "CrossLayerTranscoder",
     "FeatureIndex",
+    "GroupedGraph",
     "InputError",
     "Intervention",
     "Lens",
@@ -45,6 +48,7 @@ __all__ = [
     "RaggedFeatures",
     "ReplacementModel",
     "SparseFeatures",
+    "Supernode",
     "TLCLTError",
     "TokenBatch",
     "TrainConfig",
@@ -59,7 +63,10 @@ __all__ = [
     "compare_with_graph",
     "feature_effects",
     "generate",
+    "group_supernodes",
     "intervene",
     "prune",
+    "render_graph",
     "train",
+    "validate_supernodes",
 ]

@@ -1,6 +1,8 @@
 """`tl-clt trace "prompt"`: build a prompt's attribution graph on the shipped model (or on
-`--model DIR --clt DIR`), prune it, write the graph files and print the strongest paths to the
-top logit and the replacement and completeness scores."""
+`--model DIR --clt DIR`), prune it, group its features into supernodes, write the graph files,
+the Neuronpedia JSON (with the supernodes) and, with `--html`, the graph page; print the
+strongest paths to the top logit, the replacement and completeness scores and the supernodes
+(with `--validate-supernodes`, each checked by ablation)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-threshold", type=float, default=0.8)
     parser.add_argument("--edge-threshold", type=float, default=0.98)
     parser.add_argument("--paths", type=int, default=5, help="how many top paths to print")
+    parser.add_argument(
+        "--html", metavar="PATH", help="write the graph page (one offline HTML file)"
+    )
+    parser.add_argument("--index", metavar="DB", help="a feature index (tl-clt label) for labels")
+    parser.add_argument(
+        "--supernodes",
+        choices=("auto", "none"),
+        default="auto",
+        help="group the pruned graph's features into supernodes (default: auto)",
+    )
+    parser.add_argument(
+        "--supernode-threshold",
+        type=float,
+        default=0.5,
+        metavar="D",
+        help="largest mean distance (1 - cosine) within a supernode (default 0.5)",
+    )
+    parser.add_argument(
+        "--validate-supernodes",
+        action="store_true",
+        help="ablate each supernode and compare with the grouped graph's prediction",
+    )
 
 
 def load_pair(model_dir: str | None, clt_dir: str | None) -> tuple[Any, Any]:
@@ -62,25 +86,62 @@ def slugify(text: str) -> str:
     return slug[:48].rstrip("-") or "graph"
 
 
+def open_index(path: str | None) -> Any:
+    from tl_clt.errors import InputError
+    from tl_clt.labels import FeatureIndex
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise InputError(f"--index {path} is not a file; build one with `tl-clt label`")
+    return FeatureIndex(path)
+
+
 def run(args: argparse.Namespace) -> int:
-    from tl_clt import LogitDifference, ReplacementModel, attribute
+    from tl_clt import LogitDifference, ReplacementModel, attribute, group_supernodes
+    from tl_clt.viz.graph_page import render_graph
     from tl_clt.viz.neuronpedia import write_neuronpedia
 
     lens, clt = load_pair(args.model, args.clt)
+    index = open_index(args.index)
+    rm = ReplacementModel(lens, clt)
     targets = LogitDifference(*args.logit_diff) if args.logit_diff else args.target
     graph = attribute(
-        ReplacementModel(lens, clt), args.prompt, targets=targets,
+        rm, args.prompt, targets=targets,
         max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
     )  # fmt: skip
     pruned = graph.prune(args.node_threshold, args.edge_threshold)
+    grouped = None
+    if args.supernodes == "auto":
+        grouped = group_supernodes(pruned, clt, index, threshold=args.supernode_threshold)
     slug = args.slug or slugify(args.prompt)
     out = Path(args.out or Path("graphs") / slug)
     graph.save(out / "graph")
     pruned.save(out / "pruned")
     write_neuronpedia(graph, out, slug, node_threshold=args.node_threshold,
-                      edge_threshold=args.edge_threshold)  # fmt: skip
+                      edge_threshold=args.edge_threshold, supernodes=grouped or (),
+                      index=index)  # fmt: skip
     _report(graph, pruned, args.paths, out, slug)
+    if grouped is not None:
+        _report_supernodes(rm, grouped, args.validate_supernodes)
+    if args.html:
+        page = render_graph(graph, index, grouped, clt, node_threshold=args.node_threshold,
+                            edge_threshold=args.edge_threshold)  # fmt: skip
+        path = page.save(args.html)
+        print(
+            f"wrote the graph page {path} ({path.stat().st_size / 2**20:.2f} MB); open it in a browser"
+        )
     return 0
+
+
+def _report_supernodes(rm: Any, grouped: Any, validate: bool) -> None:
+    from tl_clt import validate_supernodes
+
+    print(f"supernodes: {len(grouped.supernodes)}")
+    for s in grouped.supernodes:
+        print(f"  {s.name}: {len(s.members)} features")
+    if validate and grouped.supernodes:
+        print(validate_supernodes(rm, grouped))
 
 
 def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:

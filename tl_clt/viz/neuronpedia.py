@@ -5,8 +5,11 @@ Node ids: `"{layer}_{feature}_{pos}"` for features, `"E_{token_id}_{pos}"` for e
 `"{n_layers + 1}_{token_id}_{pos}"` for logits (a logit difference takes the virtual id
 `d_vocab + i`), and `"{layer}_error_{pos}"` for error nodes, which therefore never collide with a
 feature id (older writers used `"0_{layer}_{pos}"`, the id of feature `layer` at layer 0).
-Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists (`node_ids` maps node
-indices to ids).
+Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists: pass a `GroupedGraph`
+(made on this graph or on a pruned graph of it) or `Supernode`s of this graph, whose members the
+pruned export leaves out are dropped (and a supernode left empty), or (name, ids) pairs, written
+as they are.
+With a feature index, each feature node's `clerp` (the viewer's label) is its label.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def node_ids(graph: AttributionGraph) -> list[str]:
 
 
 def _node_record(
-    graph: AttributionGraph, i: int, nid: str, influence: float, top: int
+    graph: AttributionGraph, i: int, nid: str, influence: float, top: int, index: Any = None
 ) -> dict[str, Any]:
     n, L = graph.nodes[i], graph.info.n_layers
     digits = 10 ** math.ceil(math.log10(max(graph.info.n_features, 2)))
@@ -66,6 +69,9 @@ def _node_record(
     if n.kind is NodeKind.FEATURE:
         record.update(feature=n.feature + digits * n.layer, layer=str(n.layer),
                       jsNodeId=f"{n.layer}_{n.feature}-0", activation=n.activation)  # fmt: skip
+        label = index.label(n.layer, n.feature) if index is not None else None
+        if label is not None:
+            record["clerp"] = label.text
     elif n.kind is NodeKind.ERROR:
         record.update(feature=-1, layer=str(n.layer), jsNodeId=f"{n.layer}_error_{n.position}-0")
     elif n.kind is NodeKind.EMBEDDING:
@@ -85,27 +91,29 @@ def to_neuronpedia(
     scan: str | None = None,
     node_threshold: float = 0.8,
     edge_threshold: float = 0.98,
-    supernodes: Sequence[tuple[str, Sequence[str]]] = (),
+    supernodes: Any = (),
     pinned_ids: Sequence[str] = (),
+    index: Any = None,
 ) -> dict[str, Any]:
     """The viewer's JSON for `graph` (an unpruned graph: it is pruned here with the given
-    thresholds); `scan` names the model on Neuronpedia (default: the graph's model name)."""
+    thresholds); `scan` names the model on Neuronpedia (default: the graph's model name);
+    `supernodes` and `index` as in the module docstring."""
     if graph.original_index is not None:
         raise InputError("pass the unpruned graph; to_neuronpedia prunes it with the thresholds")
     cumulative = graph.influence().cumulative
     pruned = graph.prune(node_threshold, edge_threshold)
-    index = pruned.original_index.tolist()
+    kept = pruned.original_index.tolist()
     ids = node_ids(graph)
     logits = graph.indices(NodeKind.LOGIT)
     top = max(logits, key=lambda i: graph.nodes[i].weight) if logits else -1
     links = [
-        {"source": ids[index[j]], "target": ids[index[i]], "weight": float(pruned.adjacency[i, j])}
+        {"source": ids[kept[j]], "target": ids[kept[i]], "weight": float(pruned.adjacency[i, j])}
         for i, j in pruned.adjacency.nonzero().tolist()
     ]
     linked = {x for link in links for x in (link["source"], link["target"])}
     nodes = [
-        _node_record(graph, i, ids[i], float(cumulative[i]), top)
-        for i in index
+        _node_record(graph, i, ids[i], float(cumulative[i]), top, index)
+        for i in kept
         if ids[i] in linked or graph.nodes[i].kind in (NodeKind.EMBEDDING, NodeKind.LOGIT)
     ]
     metadata = {
@@ -118,12 +126,35 @@ def to_neuronpedia(
     }
     qparams = {
         "pinnedIds": list(pinned_ids),
-        "supernodes": [[name, *members] for name, members in supernodes],
+        "supernodes": supernode_lists(graph, supernodes, {n["node_id"] for n in nodes}),
         "linkType": "both",
         "clickedId": "",
         "sg_pos": "",
     }
     return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
+
+
+def supernode_lists(graph: AttributionGraph, supernodes: Any, present: set[str]) -> list[list[str]]:
+    """`[name, node_id, ...]` for each supernode: (name, ids) pairs as they are; a
+    `GroupedGraph` or `Supernode`s with the members in `present` only (empty ones dropped)."""
+    from tl_clt.supernodes import GroupedGraph, Supernode
+
+    if isinstance(supernodes, GroupedGraph):
+        ids = node_ids(supernodes.graph)
+        groups = [(s.name, [ids[i] for i in s.members]) for s in supernodes.supernodes]
+    else:
+        ids = node_ids(graph)
+        groups = [
+            (s.name, [ids[i] for i in s.members]) for s in supernodes if isinstance(s, Supernode)
+        ]
+        if not groups:
+            return [[str(name), *map(str, members)] for name, members in supernodes]
+    out = []
+    for name, members in groups:
+        kept = [m for m in members if m in present]
+        if kept:
+            out.append([name, *kept])
+    return out
 
 
 def write_neuronpedia(
