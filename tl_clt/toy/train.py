@@ -15,6 +15,7 @@ stages can be added after them in `main`.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shutil
@@ -44,8 +45,8 @@ class TrainConfig:
     """Model shape and optimisation of the toy model."""
 
     seed: int = 0
-    steps: int = 2000
-    batch_size: int = 256
+    steps: int = 4000
+    batch_size: int = 192
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # cosine decay from lr to lr * min_lr_ratio
     warmup: int = 100
@@ -180,10 +181,11 @@ def train_model(
 
 
 def evaluate_model(model, tokenizer, corpus: Corpus, held_out: bool = True) -> list[Accuracy]:
-    """Accuracy per family on the held-out (or training) items, through TransformerLens."""
+    """Accuracy per family on the held-out (or training) items, through TransformerLens (on a
+    copy: building the TransformerLens model may rearrange the Hugging Face model's weights)."""
     from tl_clt.lens import from_hf
 
-    lens = from_hf(model, tokenizer, name="tl-clt-toy")
+    lens = from_hf(copy.deepcopy(model), tokenizer, name="tl-clt-toy")
     return evaluate(lens, [it for it in corpus.items if it.held_out == held_out])
 
 
@@ -230,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     print(f"trained {steps} steps in {wall:.0f}s ({train_cfg.threads} threads)")
     held = evaluate_model(model, tokenizer, corpus, held_out=True)
+    seen = evaluate_model(model, tokenizer, corpus, held_out=False)
     print("held-out accuracy (TransformerLens model):")
     print(format_accuracy(held))
+    print("accuracy on the training items:")
+    print(format_accuracy(seen))
     record = {
         "corpus": corpus_cfg.to_dict(), "train": asdict(train_cfg), "steps_done": steps,
         "train_wall_s": round(wall, 1), "held_out_accuracy": _accuracy_record(held),
+        "train_accuracy": _accuracy_record(seen),
     }  # fmt: skip
     save_model(model, tokenizer, Path(args.out), record)
     shutil.rmtree(tok_dir, ignore_errors=True)
