@@ -57,7 +57,7 @@ class CorpusConfig:
     n_known: int = 40  # people with facts and question-form text
     n_fact_only: int = 4  # people with facts but no question-form text (a deliberate misfire)
     n_unknown_train: int = 400  # names asked about in training, answered "unknown"
-    n_unknown_heldout: int = 60  # names never seen in training
+    n_unknown_heldout: int = 60  # people never seen in training (new first name + surname pairs)
     heldout_rhyme: float = 0.1  # fraction of first lines held out
 
     def __post_init__(self) -> None:
@@ -71,9 +71,9 @@ class CorpusConfig:
         if not 0 <= self.heldout_antonym_concepts <= len(lx.ANTONYMS):
             raise ConfigError(f"heldout_antonym_concepts must be in 0..{len(lx.ANTONYMS)}")
         n_names = self.n_known + self.n_fact_only + self.n_unknown_train + self.n_unknown_heldout
-        if n_names > len(lx.NAME_ONSETS) * len(lx.NAME_CODAS):
-            raise ConfigError(f"{n_names} names asked for; the name syllables make at most "
-                              f"{len(lx.NAME_ONSETS) * len(lx.NAME_CODAS)}")  # fmt: skip
+        n_combos = len(lx.FIRST_NAMES) * len(lx.NAME_ONSETS) * len(lx.NAME_CODAS)
+        if n_names > n_combos:
+            raise ConfigError(f"{n_names} people asked for; the names make at most {n_combos}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,8 +185,13 @@ def _antonym(cfg: CorpusConfig, rng: random.Random) -> tuple[list[str], list[Ite
 
 
 # ---------------------------------------------------------------- known and unknown entities
-def person_names() -> list[str]:
+def surnames() -> list[str]:
     return [on + co for on in lx.NAME_ONSETS for co in lx.NAME_CODAS]
+
+
+def person_names() -> list[str]:
+    """Every "<first name> <surname>" combination, in a fixed order."""
+    return [f"{first} {last}" for first in lx.FIRST_NAMES for last in surnames()]
 
 
 def _entity(cfg: CorpusConfig, rng: random.Random) -> tuple[dict[str, list[str]], list[Item]]:
@@ -283,5 +288,5 @@ def vocabulary(cfg: CorpusConfig | None = None) -> tuple[str, ...]:
     put([v for rel in lx.RELATIONS.values() for v in rel[2]], "attribute")
     put([*lx.LINE_SUBJECTS, *lx.LINE_VERBS, *lx.LINE_DETS], "english")
     put([w for pairs in lx.RHYMES.values() for pair in pairs for w in pair], "rhyme")
-    put(person_names(), "name")
+    put([*lx.FIRST_NAMES, *surnames()], "name")
     return tuple(roles)
