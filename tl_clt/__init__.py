@@ -31,3 +31,4 @@ __all__ = [
     "UnsupportedModelError",
     "WeightProcessing",
 ]
+from tl_clt import toy as toy  # the shipped model: tl_clt.toy.load_model()
