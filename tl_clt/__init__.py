@@ -70,3 +70,4 @@ __all__ = [
     "train",
     "validate_supernodes",
 ]
+from tl_clt import toy as toy  # the shipped model: tl_clt.toy.load_model()

@@ -1,0 +1,45 @@
+"""The shipped toy "biology" model: a 4-layer GPT-2-style transformer trained by
+`python -m tl_clt.toy.train` on a synthetic corpus of five task families (two-hop facts,
+addition, multilingual antonyms, known/unknown entities, rhyming couplets), with the corpus and
+its held-out evaluation items. `tl_clt.toy.load_model()` loads it offline."""
+
+from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
+from tl_clt.toy.load import load_corpus, load_hf, load_items, load_model, load_record, model_dir
+from tl_clt.toy.tasks import (
+    FAMILIES,
+    Accuracy,
+    AdditionItem,
+    AntonymItem,
+    EntityItem,
+    Family,
+    Item,
+    RhymeItem,
+    TwoHopItem,
+    evaluate,
+    predict,
+    select,
+)
+
+__all__ = [
+    "FAMILIES",
+    "Accuracy",
+    "AdditionItem",
+    "AntonymItem",
+    "Corpus",
+    "CorpusConfig",
+    "EntityItem",
+    "Family",
+    "Item",
+    "RhymeItem",
+    "TwoHopItem",
+    "build_corpus",
+    "evaluate",
+    "load_corpus",
+    "load_hf",
+    "load_items",
+    "load_model",
+    "load_record",
+    "model_dir",
+    "predict",
+    "select",
+]

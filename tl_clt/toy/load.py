@@ -1,0 +1,73 @@
+"""Loading the shipped toy model offline: as a TransformerLens model (`load_model`), as plain
+Hugging Face objects (`load_hf`), with the corpus it was trained on (`load_corpus`) and its
+evaluation items (`load_items`). The weights live in the package (`weights/model/`, Hugging Face
+`save_pretrained` format), so nothing touches a hub."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tl_clt.errors import CheckpointError
+from tl_clt.lens import Lens, from_hf
+from tl_clt.lens.build import Backend
+from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
+from tl_clt.toy.tasks import Family, Item, select
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MODEL_DIR = WEIGHTS_DIR / "model"
+MODEL_NAME = "tl-clt-toy"
+RECORD_FILE = "toy.json"
+
+
+def model_dir() -> Path:
+    """The directory of the shipped model (loadable with AutoModelForCausalLM/AutoTokenizer)."""
+    if not (MODEL_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"the shipped toy model is missing from {MODEL_DIR}; reinstall tl_clt or retrain it "
+            f"with `python -m tl_clt.toy.train --out {MODEL_DIR}`"
+        )
+    return MODEL_DIR
+
+
+def load_hf(device: str | None = None) -> tuple[Any, Any]:
+    """The shipped model as a `transformers` GPT2LMHeadModel (eval mode) and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = model_dir()
+    model = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    if device is not None:
+        model = model.to(device)
+    return model, AutoTokenizer.from_pretrained(str(directory))
+
+
+def load_model(backend: Backend = "auto", device: str | None = None) -> Lens:
+    """The shipped toy model as a TransformerLens model (`TransformerBridge` under
+    transformer-lens 4.x, `HookedTransformer` under 3.x with backend "auto")."""
+    model, tokenizer = load_hf(device)
+    return from_hf(model, tokenizer, name=MODEL_NAME, backend=backend)
+
+
+@lru_cache(maxsize=1)
+def load_record() -> dict[str, Any]:
+    """What the training script recorded: corpus and training configs, accuracies, wall time."""
+    path = model_dir() / RECORD_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read the toy model's record {path}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def load_corpus() -> Corpus:
+    """The corpus the shipped model was trained on (regenerated from its recorded config)."""
+    return build_corpus(CorpusConfig(**load_record()["corpus"]))
+
+
+def load_items(
+    family: Family | None = None, held_out: bool | None = True, group: str | None = None
+) -> list[Item]:
+    """Evaluation items of the shipped model's corpus (default: the held-out ones)."""
+    return select(load_corpus().items, family=family, held_out=held_out, group=group)
