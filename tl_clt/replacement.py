@@ -97,49 +97,54 @@ class ReplacementModel:
                 )
 
     # ------------------------------------------------------------------ splicing
-    def splice_hooks(self, error: ErrorMode = True) -> list[tuple[str, Callable]]:
+    def splice_hooks(self, error: ErrorMode = True, keep_bos: bool = False) -> list[tuple[str, Callable]]:
         """The TransformerLens hooks that splice the transcoder in (for a user's own
         `run_with_hooks`); `spliced()` is the context-manager form."""
         cfg, lens = self.clt.cfg, self.lens
         out = []
         for layer in range(self.n_layers):
+            write = partial(self._write_output, layer=layer, error=error, keep_bos=keep_bos)
             out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read_input, layer=layer)))
-            out.append(
-                (
-                    lens.mlp_out(layer, cfg.output_hook),
-                    partial(self._write_output, layer=layer, error=error),
-                )
-            )
+            out.append((lens.mlp_out(layer, cfg.output_hook), write))
         return out
 
     def _read_input(self, x: Tensor, hook: Any, layer: int) -> None:
         self._acts[layer] = self.clt.encode_layer(x.to(self.clt.dtype), layer)
 
-    def _write_output(self, mlp_out: Tensor, hook: Any, layer: int, error: ErrorMode) -> Tensor:
+    def _write_output(
+        self, mlp_out: Tensor, hook: Any, layer: int, error: ErrorMode, keep_bos: bool = False
+    ) -> Tensor:
         recon = self.clt.decode_layer(self._acts, layer)
         if error is True:
             err = (mlp_out.to(recon.dtype) - recon).detach()
         elif error is False:
-            return recon.to(mlp_out.dtype)
+            out = recon.to(mlp_out.dtype)
+            if keep_bos:  # position 0 sees only BOS: a constant of the model, kept exact
+                out = torch.cat([mlp_out[:, :1], out[:, 1:]], dim=1)
+            return out
         else:
             err = error[layer]
             err = err.expand_as(recon) if err.shape != recon.shape else err
         return (recon + self.clt.blocks[layer].hook_error(err)).to(mlp_out.dtype)
 
     @contextmanager
-    def spliced(self, error: ErrorMode = True) -> Iterator[ReplacementModel]:
+    def spliced(self, error: ErrorMode = True, keep_bos: bool = False) -> Iterator[ReplacementModel]:
         """Within the block, every forward pass of `self.model` runs through the transcoder.
-        `error`: True keeps the exact error term, False drops it, and a per-layer list of
-        tensors adds those fixed error terms instead."""
+        `error`: True keeps the exact error term, False drops it (the pure replacement model),
+        and a per-layer list of tensors adds those fixed error terms instead. With `error=False`,
+        `keep_bos` keeps the MLP outputs at position 0 exact: there the model sees only BOS, so
+        they are a constant of the model that transcoders are not trained on."""
         try:
-            with self.lens.hooks(self.splice_hooks(error)):
+            with self.lens.hooks(self.splice_hooks(error, keep_bos)):
                 yield self
         finally:
             self._acts = [None] * self.n_layers
 
     # ------------------------------------------------------------------ running
-    def __call__(self, tokens: Int[Tensor, "batch pos"], error: ErrorMode = True) -> Tensor:
-        with self.spliced(error):
+    def __call__(
+        self, tokens: Int[Tensor, "batch pos"], error: ErrorMode = True, keep_bos: bool = False
+    ) -> Tensor:
+        with self.spliced(error, keep_bos):
             return self.model(tokens)
 
     def run_with_hooks(

@@ -4,7 +4,16 @@ addition, multilingual antonyms, known/unknown entities, rhyming couplets), with
 its held-out evaluation items. `tl_clt.toy.load_model()` loads it offline."""
 
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
-from tl_clt.toy.load import load_corpus, load_hf, load_items, load_model, load_record, model_dir
+from tl_clt.toy.load import (
+    load_clt,
+    load_corpus,
+    load_hf,
+    load_items,
+    load_model,
+    load_record,
+    load_replacement,
+    model_dir,
+)
 from tl_clt.toy.tasks import (
     FAMILIES,
     Accuracy,
@@ -34,11 +43,13 @@ __all__ = [
     "TwoHopItem",
     "build_corpus",
     "evaluate",
+    "load_clt",
     "load_corpus",
     "load_hf",
     "load_items",
     "load_model",
     "load_record",
+    "load_replacement",
     "model_dir",
     "predict",
     "select",

@@ -55,7 +55,7 @@ class CorpusConfig:
     )
     decompositions: bool = True  # "36 = 30 + 6" for every number 10..198
     n_known: int = 40  # people with facts and question-form text
-    n_fact_only: int = 4  # people with facts but no question-form text (a deliberate misfire)
+    n_fact_only: int = 4  # people with facts but no question-form text (a case to study)
     n_unknown_train: int = 400  # names asked about in training, answered "unknown"
     n_unknown_heldout: int = 60  # people never seen in training (new first name + surname pairs)
     heldout_rhyme: float = 0.1  # fraction of first lines held out
@@ -70,10 +70,15 @@ class CorpusConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1)")
         if not 0 <= self.heldout_antonym_concepts <= len(lx.ANTONYMS):
             raise ConfigError(f"heldout_antonym_concepts must be in 0..{len(lx.ANTONYMS)}")
-        n_names = self.n_known + self.n_fact_only + self.n_unknown_train + self.n_unknown_heldout
-        n_combos = len(lx.FIRST_NAMES) * len(lx.NAME_ONSETS) * len(lx.NAME_CODAS)
-        if n_names > n_combos:
-            raise ConfigError(f"{n_names} people asked for; the names make at most {n_combos}")
+        n_surnames = len(lx.NAME_ONSETS) * len(lx.NAME_CODAS)
+        own = self.n_known + self.n_fact_only
+        unfamiliar = (n_surnames - own) * len(lx.FIRST_NAMES)
+        if own >= n_surnames or self.n_unknown_train + self.n_unknown_heldout > unfamiliar:
+            raise ConfigError(
+                f"{own} people with surnames of their own and "
+                f"{self.n_unknown_train + self.n_unknown_heldout} without facts asked for; the "
+                f"name syllables make {n_surnames} surnames ({unfamiliar} unfamiliar combinations)"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,18 +194,23 @@ def surnames() -> list[str]:
     return [on + co for on in lx.NAME_ONSETS for co in lx.NAME_CODAS]
 
 
-def person_names() -> list[str]:
-    """Every "<first name> <surname>" combination, in a fixed order."""
-    return [f"{first} {last}" for first in lx.FIRST_NAMES for last in surnames()]
+def person_names(cfg: CorpusConfig, rng: random.Random) -> tuple[list[str], ...]:
+    """(known, fact-only, unknown in training, never seen) people. Known and fact-only people
+    each have a surname of their own; the others combine a first name with a surname from the
+    unfamiliar pool, the never-seen ones in combinations absent from training."""
+    last = surnames()
+    rng.shuffle(last)
+    own, pool = last[: cfg.n_known + cfg.n_fact_only], last[cfg.n_known + cfg.n_fact_only :]
+    people = [f"{rng.choice(lx.FIRST_NAMES)} {s}" for s in own]
+    others = [f"{first} {s}" for first in lx.FIRST_NAMES for s in pool]
+    rng.shuffle(others)
+    n_train = cfg.n_unknown_train
+    return (people[: cfg.n_known], people[cfg.n_known :], others[:n_train],
+            others[n_train : n_train + cfg.n_unknown_heldout])  # fmt: skip
 
 
 def _entity(cfg: CorpusConfig, rng: random.Random) -> tuple[dict[str, list[str]], list[Item]]:
-    names = person_names()
-    rng.shuffle(names)
-    cuts = [cfg.n_known, cfg.n_fact_only, cfg.n_unknown_train, cfg.n_unknown_heldout]
-    known, fact_only, unk_train, unk_held = (
-        names[sum(cuts[:i]) : sum(cuts[: i + 1])] for i in range(len(cuts))
-    )
+    known, fact_only, unk_train, unk_held = person_names(cfg, rng)
     relations = list(lx.RELATIONS)
     texts: dict[str, list[str]] = {"entity": [], "unknown": []}
     items: list[Item] = []

@@ -146,9 +146,10 @@ RELATIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 UNKNOWN = "unknown"
 
-# People are "<first name> <surname>": every first name and surname is seen in training, in
-# known and unknown people alike, so a person is known only as a combination (as "michael
-# jordan" is known and "michael batkin" is not), and a never-seen person is a new combination.
+# People are "<first name> <surname>". First names are shared by everyone; a known person's
+# surname is theirs alone (as "jordan" marks michael jordan), while people without facts take
+# surnames from a separate, unfamiliar pool, so a never-seen person ("michael batkin") is a new
+# combination of a familiar first name and an unfamiliar surname.
 FIRST_NAMES: tuple[str, ...] = (
     "anna", "ben", "clara", "david", "emma", "felix", "grace", "henry", "iris", "jack", "kate",
     "leo", "maria", "nina", "oscar", "paul", "rosa", "sam", "tina", "victor", "wendy", "yusuf",
@@ -159,4 +160,4 @@ NAME_ONSETS: tuple[str, ...] = (
     "bar", "dor", "fen", "gal", "hol", "jas", "kel", "lom", "mar", "nor", "pel", "quin",
     "ras", "sol", "tam", "vel", "wil", "zan", "bri", "cor",
 )  # fmt: skip
-NAME_CODAS: tuple[str, ...] = ("kin", "dra")
+NAME_CODAS: tuple[str, ...] = ("kin", "dra", "ton", "mek")

@@ -1,7 +1,9 @@
 """Loading the shipped toy model offline: as a TransformerLens model (`load_model`), as plain
-Hugging Face objects (`load_hf`), with the corpus it was trained on (`load_corpus`) and its
-evaluation items (`load_items`). The weights live in the package (`weights/model/`, Hugging Face
-`save_pretrained` format), so nothing touches a hub."""
+Hugging Face objects (`load_hf`), its transcoder (`load_clt`), both spliced together
+(`load_replacement`), the corpus it was trained on (`load_corpus`) and its evaluation items
+(`load_items`). The weights live in the package (`weights/model/`, Hugging Face
+`save_pretrained` format; `weights/clt/`, tl_clt's transcoder format), so nothing touches a
+hub."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.errors import CheckpointError
 from tl_clt.lens import Lens, from_hf
 from tl_clt.lens.build import Backend
+from tl_clt.replacement import ReplacementModel
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
 from tl_clt.toy.tasks import Family, Item, select
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_DIR = WEIGHTS_DIR / "model"
+CLT_DIR = WEIGHTS_DIR / "clt"
 MODEL_NAME = "tl-clt-toy"
 RECORD_FILE = "toy.json"
 
@@ -48,6 +53,21 @@ def load_model(backend: Backend = "auto", device: str | None = None) -> Lens:
     transformer-lens 4.x, `HookedTransformer` under 3.x with backend "auto")."""
     model, tokenizer = load_hf(device)
     return from_hf(model, tokenizer, name=MODEL_NAME, backend=backend)
+
+
+def load_clt(device: str | None = None) -> CrossLayerTranscoder:
+    """The shipped cross-layer transcoder of the toy model (eval mode)."""
+    if not (CLT_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"the shipped transcoder is missing from {CLT_DIR}; reinstall tl_clt or retrain it "
+            f"with `python -m tl_clt.toy.train --stage clt --out {WEIGHTS_DIR}`"
+        )
+    return CrossLayerTranscoder.from_pretrained(CLT_DIR, device=device)
+
+
+def load_replacement(backend: Backend = "auto", device: str | None = None) -> ReplacementModel:
+    """The shipped model with its transcoder: a `ReplacementModel`."""
+    return ReplacementModel(load_model(backend, device), load_clt(device))
 
 
 @lru_cache(maxsize=1)

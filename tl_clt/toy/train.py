@@ -62,10 +62,10 @@ class TrainConfig:
     mix: dict[str, float] = field(
         default_factory=lambda: {
             "two_hop": 0.1,
-            "addition": 0.36,
+            "addition": 0.31,
             "digits": 0.06,
             "antonym": 0.18,
-            "entity": 0.1,
+            "entity": 0.15,
             "unknown": 0.05,
             "rhyme": 0.15,
         }  # fmt: skip
@@ -194,6 +194,7 @@ def save_model(model, tokenizer, out: Path, record: dict) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
@@ -219,6 +220,16 @@ def _accuracy_record(rows: list[Accuracy]) -> dict[str, dict[str, float | int]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    out = Path(args.out)
+    if args.stage in ("model", "all"):
+        train_model_stage(args, out / "model")
+    if args.stage in ("clt", "all"):
+        train_clt_stage(out, threads=args.threads)
+    return 0
+
+
+def train_model_stage(args: argparse.Namespace, out: Path) -> None:
+    """Train the model, report its held-out accuracy, and save it into `out`."""
     corpus_cfg = CorpusConfig(seed=args.corpus_seed)
     train_cfg = TrainConfig(
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -242,10 +253,46 @@ def main(argv: list[str] | None = None) -> int:
         "train_wall_s": round(wall, 1), "held_out_accuracy": _accuracy_record(held),
         "train_accuracy": _accuracy_record(seen),
     }  # fmt: skip
-    save_model(model, tokenizer, Path(args.out), record)
+    save_model(model, tokenizer, out, record)
     shutil.rmtree(tok_dir, ignore_errors=True)
-    print(f"saved to {args.out}")
-    return 0
+    print(f"saved to {out}")
+
+
+def train_clt_stage(out: Path, threads: int = 2) -> None:
+    """Train the transcoder on the model in `out/model`, measure it, and save it (weights,
+    config, metrics, curves, quality record; no checkpoints) into `out/clt`."""
+    from tl_clt.clt import CrossLayerTranscoder
+    from tl_clt.lens import load_model
+    from tl_clt.replacement import ReplacementModel
+    from tl_clt.toy import transcoder as tc
+
+    torch.set_num_threads(threads)
+    lens = load_model(out / "model")
+    record = json.loads((out / "model" / RECORD_FILE).read_text())
+    corpus = build_corpus(CorpusConfig(**record["corpus"]))
+    run = Path(tempfile.mkdtemp(prefix="tl_clt_toy_clt_"))
+    t0 = time.perf_counter()
+    tc.train_clt(lens, corpus, run, mix=record["train"]["mix"])
+    wall = time.perf_counter() - t0
+    clt = CrossLayerTranscoder.from_pretrained(run)
+    quality = tc.measure_clt(lens, clt, corpus)
+    held = [it for it in corpus.items if it.held_out]
+    rows = tc.compare(*tc.replacement_accuracy(ReplacementModel(lens, clt), held))
+    print(f"trained the transcoder in {wall:.0f}s ({threads} threads)")
+    print(tc.format_quality(quality, rows))
+    record = {
+        "clt": tc.CLT_CONFIG, "train": tc.CLT_TRAIN, "train_wall_s": round(wall, 1),
+        "nmse": quality.nmse, "l0": quality.l0, "dead": quality.dead, "n_tokens": quality.n_tokens,
+        "held_out_accuracy": {f"{r.family}/{r.group}": {"model": r.model, "replacement": r.replacement}
+                              for r in rows},
+    }  # fmt: skip
+    atomic_write_text(run / "quality.json", json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    target = out / "clt"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.move(str(run), str(target))
+    print(f"saved to {target}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,7 +300,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tl_clt.toy.train", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--out", required=True, help="directory to write the model into")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="directory receiving model/ and clt/ (tl_clt/toy/weights for the shipped ones)",
+    )
+    p.add_argument("--stage", choices=["model", "clt", "all"], default="all",
+                   help="train the model, its transcoder (on OUT/model), or both")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="training seed")
     p.add_argument("--corpus-seed", type=int, default=CorpusConfig().seed, help="corpus seed")
     p.add_argument("--steps", type=int, default=d.steps)
