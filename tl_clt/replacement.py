@@ -97,7 +97,9 @@ class ReplacementModel:
                 )
 
     # ------------------------------------------------------------------ splicing
-    def splice_hooks(self, error: ErrorMode = True, keep_bos: bool = False) -> list[tuple[str, Callable]]:
+    def splice_hooks(
+        self, error: ErrorMode = True, keep_bos: bool = False
+    ) -> list[tuple[str, Callable]]:
         """The TransformerLens hooks that splice the transcoder in (for a user's own
         `run_with_hooks`); `spliced()` is the context-manager form."""
         cfg, lens = self.clt.cfg, self.lens
@@ -128,7 +130,9 @@ class ReplacementModel:
         return (recon + self.clt.blocks[layer].hook_error(err)).to(mlp_out.dtype)
 
     @contextmanager
-    def spliced(self, error: ErrorMode = True, keep_bos: bool = False) -> Iterator[ReplacementModel]:
+    def spliced(
+        self, error: ErrorMode = True, keep_bos: bool = False
+    ) -> Iterator[ReplacementModel]:
         """Within the block, every forward pass of `self.model` runs through the transcoder.
         `error`: True keeps the exact error term, False drops it (the pure replacement model),
         and a per-layer list of tensors adds those fixed error terms instead. With `error=False`,

@@ -40,7 +40,10 @@ CLT_TRAIN: dict[str, Any] = {
 
 
 def corpus_tokens(
-    lens: Lens, corpus: Corpus, mix: dict[str, float] | None = None, n_sequences: int | None = None,
+    lens: Lens,
+    corpus: Corpus,
+    mix: dict[str, float] | None = None,
+    n_sequences: int | None = None,
     seed: int = 0,
 ) -> TokenBatch:
     """Training texts one per row (BOS first, right-padded), BOS and padding marked as not
@@ -69,8 +72,13 @@ def corpus_tokens(
 
 
 def train_clt(
-    lens: Lens, corpus: Corpus, out: str | Path, mix: dict[str, float],
-    clt_config: dict | None = None, train_config: dict | None = None, progress: bool = True,
+    lens: Lens,
+    corpus: Corpus,
+    out: str | Path,
+    mix: dict[str, float],
+    clt_config: dict | None = None,
+    train_config: dict | None = None,
+    progress: bool = True,
 ):
     """Train the shipped transcoder on `lens` over `corpus` (texts drawn in the proportions
     `mix` the model was trained on) and save it into `out`."""
