@@ -25,8 +25,11 @@ $(VENV3)/.installed: pyproject.toml
 	$(VENV3)/bin/pip install -q -e ".[dev]" "transformer-lens<4"
 	touch $@
 
+# The shipped model and transcoder's figures, then a short run of the five demos (graph pages
+# into demos/out/).
 demo: $(VENV)/.installed
 	$(VENV)/bin/tl-clt demo
+	$(VENV)/bin/python demos/run_all.py --quick
 
 # Headless Chromium for the browser tests (Debian's package; about a minute to install).
 browser:

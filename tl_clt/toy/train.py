@@ -258,36 +258,62 @@ def train_model_stage(args: argparse.Namespace, out: Path) -> None:
     print(f"saved to {out}")
 
 
+def _toy_lens(directory: Path):
+    """The toy model saved in `directory`, named as the shipped one is (transcoders record the
+    name of the model they were made for)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tl_clt.lens import from_hf
+    from tl_clt.toy.load import MODEL_NAME
+
+    hf = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    return from_hf(hf, AutoTokenizer.from_pretrained(str(directory)), name=MODEL_NAME)
+
+
 def train_clt_stage(out: Path, threads: int = 2) -> None:
     """Train the transcoder on the model in `out/model`, measure it, and save it (weights,
     config, metrics, curves, quality record; no checkpoints) into `out/clt`."""
-    from tl_clt.clt import CrossLayerTranscoder
-    from tl_clt.lens import load_model
-    from tl_clt.replacement import ReplacementModel
     from tl_clt.toy import transcoder as tc
 
     torch.set_num_threads(threads)
-    lens = load_model(out / "model")
+    lens = _toy_lens(out / "model")
     record = json.loads((out / "model" / RECORD_FILE).read_text())
     corpus = build_corpus(CorpusConfig(**record["corpus"]))
     run = Path(tempfile.mkdtemp(prefix="tl_clt_toy_clt_"))
     t0 = time.perf_counter()
     tc.train_clt(lens, corpus, run, mix=record["train"]["mix"])
     wall = time.perf_counter() - t0
+    print(f"trained the transcoder in {wall:.0f}s ({threads} threads)")
+    finish_clt(run, out, wall, threads)
+
+
+def finish_clt(run: Path, out: Path, wall: float, threads: int) -> None:
+    """Measure the transcoder trained into `run` on the model in `out/model`, write its quality
+    record, drop its checkpoints, and move it to `out/clt` (replacing what was there)."""
+    from tl_clt.clt import CrossLayerTranscoder
+    from tl_clt.replacement import ReplacementModel
+    from tl_clt.toy import transcoder as tc
+
+    lens = _toy_lens(out / "model")
+    record = json.loads((out / "model" / RECORD_FILE).read_text())
+    corpus = build_corpus(CorpusConfig(**record["corpus"]))
     clt = CrossLayerTranscoder.from_pretrained(run)
     quality = tc.measure_clt(lens, clt, corpus)
     held = [it for it in corpus.items if it.held_out]
     rows = tc.compare(*tc.replacement_accuracy(ReplacementModel(lens, clt), held))
-    print(f"trained the transcoder in {wall:.0f}s ({threads} threads)")
     print(tc.format_quality(quality, rows))
-    record = {
-        "clt": tc.CLT_CONFIG, "train": tc.CLT_TRAIN, "train_wall_s": round(wall, 1),
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    quality_record = {
+        "clt": json.loads((run / "config.json").read_text()), "train": train_cfg,
+        "train_wall_s": round(wall, 1), "threads": threads,
         "nmse": quality.nmse, "l0": quality.l0, "dead": quality.dead, "n_tokens": quality.n_tokens,
         "held_out_accuracy": {f"{r.family}/{r.group}": {"model": r.model, "replacement": r.replacement}
                               for r in rows},
     }  # fmt: skip
-    atomic_write_text(run / "quality.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(run / "quality.json", json.dumps(quality_record, indent=2) + "\n")
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    for path in [run, *run.iterdir()]:  # temporary files are private; shipped ones are not
+        path.chmod(0o755 if path.is_dir() else 0o644)
     target = out / "clt"
     if target.exists():
         shutil.rmtree(target)

@@ -1,0 +1,99 @@
+"""Multilingual circuits: "the opposite of small is" -> big, "le contraire de petit est" ->
+grand, "das gegenteil von klein ist" -> gross. Concept features shared by the three languages
+carry the meaning; language features pick the output language.
+
+1. Concept features: features of each meaning ("small" = small / petit / klein) at the word,
+   found on the training prompts of all languages pooled; measured: the share of them that fire
+   in every language for their meaning, against their rate on other meanings.
+2. Language features: features of each language at the last token (is / est / ist).
+3. On every held-out (concept, language) prompt: swap the language features for another
+   language's -> the same meaning's antonym in that language; swap the concept features for
+   another meaning's -> that meaning's antonym in the prompt's language.
+
+    python demos/multilingual.py [--quick] [--no-labels]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import _kit
+import torch
+from _kit import OUT, Check, Row, Verdict
+
+import tl_clt.toy as toy
+
+K = 6
+WORD, LAST = -2, -1
+
+
+def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
+    rm = _kit.replacement()
+    items = toy.load_items("antonym", held_out=None)
+    train = [it for it in items if not it.held_out]
+    # lexicon from the items: words[(concept, side)][language], and the answer side
+    words: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    for it in items:
+        words[(it.concept, it.side)][it.language] = it.word
+        words[(it.concept, 1 - it.side)][it.language] = it.answer
+    meaning = {k: f"{k[0].split('/')[k[1]]}" for k in words}  # ("big/small", 1) -> "small"
+    languages = sorted({it.language for it in items})
+
+    by_meaning = defaultdict(list)
+    for it in train:
+        by_meaning[meaning[(it.concept, it.side)]].append(it.prompt)
+    concept = _kit.class_features(rm, dict(by_meaning), (WORD,), K)
+    by_language = {lang: [it.prompt for it in train if it.language == lang] for lang in languages}
+    language = _kit.class_features(rm, by_language, (LAST,), K)
+    verdict = Verdict("multilingual circuits: shared concepts, a language switch")
+
+    # 1. do a meaning's features fire in every language?
+    shared, total, elsewhere = 0, 0, []
+    for m, feats in concept[WORD].items():
+        prompts = {it.language: it.prompt for it in items if meaning[(it.concept, it.side)] == m}
+        if len(prompts) < len(languages) or not feats:
+            continue
+        acts = _kit.activations(rm, [prompts[lang] for lang in languages], WORD)
+        others = [it.prompt for it in items[:: max(1, len(items) // 60)]
+                  if meaning[(it.concept, it.side)] != m]  # fmt: skip
+        other = _kit.activations(rm, others, WORD)
+        for f in feats:
+            total += 1
+            shared += bool((acts[:, f.layer, f.feature] > 0).all())
+            elsewhere.append(float((other[:, f.layer, f.feature] > 0).float().mean()))
+    verdict.notes.append(
+        f"concept features: {shared}/{total} ({shared / max(total, 1):.0%}) fire for their "
+        f"meaning in all {len(languages)} languages (held-out pairs included); on other meanings "
+        f"they fire {torch.tensor(elsewhere).mean():.0%} of the time"
+    )
+
+    held = _kit.sample(toy.load_items("antonym"), 12 if quick else None)
+    lang = Check("swap the language features -> same meaning, other language", target=0.9)
+    swap_concept = Check("swap the concept features -> other meaning, same language", target=0.9)
+    meanings = sorted(concept[WORD])
+    for it in held:
+        dst_lang = languages[(languages.index(it.language) + 1) % len(languages)]
+        expected = words[(it.concept, 1 - it.side)][dst_lang]
+        res = _kit.intervene(rm, it.prompt, _kit.swap_at(language, it.language, dst_lang),
+                             mode=_kit.MODE)  # fmt: skip
+        lang.rows.append(Row(it.prompt, f"-{it.language} +{dst_lang}", res.answer_before,
+                             res.answer_after, expected, res.answer_after == expected))  # fmt: skip
+        src = meaning[(it.concept, it.side)]
+        dst = next(m for m in meanings[meanings.index(src) + 3 :] + meanings
+                   if m != src and m in concept[WORD])  # fmt: skip
+        key = next(k for k, v in meaning.items() if v == dst)
+        expected = words[(key[0], 1 - key[1])][it.language]
+        res = _kit.intervene(rm, it.prompt, _kit.swap_at(concept, src, dst), mode=_kit.MODE)
+        swap_concept.rows.append(Row(it.prompt, f"-{src} +{dst}", res.answer_before,
+                                     res.answer_after, expected, res.answer_after == expected))  # fmt: skip
+    verdict.checks += [lang, swap_concept]
+    example = held[0]
+    verdict.page = _kit.graph_page(rm, example.prompt, out, "multilingual", labels,
+                                   f"multilingual: {example.prompt} -> {example.answer}")  # fmt: skip
+    return verdict
+
+
+if __name__ == "__main__":
+    sys.exit(_kit.main(run, __doc__))

@@ -1,0 +1,82 @@
+"""The shipped transcoder: loads offline beside the shipped model under the installed
+TransformerLens major, splices in exactly with its error terms, matches the quality its record
+claims (recomputed here, not read back), and its pure replacement model keeps the model's
+answers on held-out items of every family."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from tl_clt import ReplacementModel
+from tl_clt.toy import load_clt, load_items, load_model, load_record, model_dir
+from tl_clt.toy import transcoder as tc
+from tl_clt.toy.load import load_corpus
+from tl_clt.toy.tasks import FAMILIES
+
+
+@pytest.fixture(scope="module")
+def rm():
+    torch.manual_seed(0)
+    return ReplacementModel(load_model(), load_clt())
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return json.loads((model_dir().parent / "clt" / "quality.json").read_text())
+
+
+def test_shipped_transcoder_fits_the_shipped_model(rm):
+    cfg = rm.clt.cfg
+    assert (cfg.n_layers, cfg.d_model) == (rm.lens.n_layers, rm.lens.d_model)
+    assert (cfg.architecture, cfg.activation) == ("cross_layer", "jumprelu")
+    assert cfg.model.name == rm.lens.identity().name
+
+
+def test_splicing_with_error_terms_gives_the_model_logits(rm):
+    tokens = rm.lens.tokens(load_items("two_hop")[0].prompt)
+    with torch.no_grad():
+        clean = rm.lens.model(tokens)
+        spliced = rm(tokens, error=True)
+        pure = rm(tokens, error=False)
+    torch.testing.assert_close(spliced, clean, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(pure, clean, atol=1e-4)  # the pure replacement differs
+
+
+def test_quality_matches_the_record_and_the_targets(rm, quality):
+    """NMSE, L0 and dead fraction recomputed over the whole corpus equal the record, and the
+    record meets issue 4's targets (mean NMSE <= 0.10, dead <= 5%)."""
+    q = tc.measure_clt(rm.lens, rm.clt, load_corpus())
+    assert q.n_tokens == quality["n_tokens"]
+    torch.testing.assert_close(torch.tensor(q.nmse), torch.tensor(quality["nmse"]), rtol=1e-3,
+                               atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(torch.tensor(q.l0), torch.tensor(quality["l0"]), rtol=1e-3,
+                               atol=1e-2)  # fmt: skip
+    assert q.mean_nmse <= 0.10
+    assert q.dead_fraction <= 0.05
+    assert all(l0 > 1 for l0 in q.l0)  # every layer's features do work
+
+
+def test_pure_replacement_keeps_held_out_answers(rm, quality):
+    """On a sample of held-out items per family, the pure replacement model's accuracy is
+    within sampling error of what the record says over every held-out item."""
+    rng = random.Random(0)
+    items = []
+    for fam in FAMILIES:
+        pool = load_items(fam)
+        items += rng.sample(pool, min(60, len(pool)))
+    model, rep = tc.replacement_accuracy(rm, items)
+    for m, r in zip(model, rep):
+        recorded = quality["held_out_accuracy"][f"{m.family}/{m.group}"]
+        assert abs(r.accuracy - recorded["replacement"]) <= 0.15, (r, recorded)
+        assert m.accuracy >= 0.9
+
+
+def test_record_is_the_shipped_recipe(quality):
+    assert quality["train"]["steps"] == tc.CLT_TRAIN["steps"]
+    assert quality["train"]["sparsity_coefficient"] == tc.CLT_TRAIN["sparsity_coefficient"]
+    assert quality["clt"]["n_features"] == tc.CLT_CONFIG["n_features"]
+    assert load_record()["train"]["mix"]  # the CLT was trained on the model's own mix
