@@ -27,7 +27,6 @@ from tl_clt.labels import IndexConfig, label_features, score_labels
 def shipped(n_tokens: int):
     """The shipped model and CLT, and the corpus cycled to about `n_tokens` tokens."""
     import tl_clt.toy as toy
-
     from tl_clt.labels.source import shipped_texts, shipped_token_classes
 
     lens, clt = toy.load_model(), toy.load_clt()
