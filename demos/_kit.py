@@ -10,6 +10,7 @@ Each demo is a module with `run(quick=False, out=OUT, labels=True) -> Verdict` a
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from tl_clt import (
 )
 
 OUT = Path(__file__).resolve().parent / "out"
+SHIFT_K, SHIFT_GAIN = 256, 1.5  # `shift`: features moved per position, and by how much
 MODE = "unconstrained"  # interventions act on the real model: its MLPs, attention and norms run
 
 
@@ -145,6 +147,42 @@ def swap_at(
     return ivs
 
 
+Means = dict[int, dict[str, torch.Tensor]]  # position -> class -> mean activations [L, F]
+
+
+def class_means(
+    rm: ReplacementModel, prompts: dict[str, Sequence[str]], positions: Sequence[int] = (-1,)
+) -> Means:
+    """Mean feature activations [layers, features] of each class of prompts at each position."""
+    return {pos: {c: activations(rm, ps, pos).mean(0) for c, ps in prompts.items() if ps}
+            for pos in positions}  # fmt: skip
+
+
+def shift(
+    rm: ReplacementModel,
+    prompt: str,
+    means: Means,
+    src: str,
+    dst: str,
+    k: int | None = None,
+    gain: float | None = None,
+) -> list[Intervention]:
+    """Move `prompt`'s features from class `src` to class `dst`: at each position, the `k`
+    features whose class means differ most are set to their activation on this prompt plus
+    `gain` × (dst mean − src mean), floored at 0 (a feature-level activation patch)."""
+    k, gain = k or SHIFT_K, gain or SHIFT_GAIN
+    ivs = []
+    for pos, by_class in means.items():
+        cur = activations(rm, [prompt], pos)[0]
+        delta = by_class[dst] - by_class[src]
+        F = delta.shape[1]
+        for j in delta.abs().flatten().topk(k).indices.tolist():
+            layer, feature = divmod(j, F)
+            value = max(0.0, float(cur[layer, feature] + gain * delta[layer, feature]))
+            ivs.append(Intervention(layer, feature, pos, value=value))
+    return ivs
+
+
 def features_of(found: Found, cls: str) -> set[tuple[int, int]]:
     return {(f.layer, f.feature) for by_class in found.values() for f in by_class.get(cls, [])}
 
@@ -181,7 +219,8 @@ class Check:
     def passed(self) -> bool:
         return self.target is None or self.rate >= self.target
 
-    def table(self, max_rows: int = 8) -> str:
+    def table(self, max_rows: int | None = 8) -> str:
+        max_rows = len(self.rows) if max_rows is None else max_rows
         w = max([len(r.prompt) for r in self.rows[:max_rows]] + [6])
         lines = [f"{'prompt':<{w}}  {'intervention':<28} {'before':<10} {'after':<10} "
                  f"{'expected':<14} ok"]  # fmt: skip
@@ -214,10 +253,10 @@ class Verdict:
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
 
-    def report(self) -> str:
+    def report(self, max_rows: int | None = 8) -> str:
         lines = [f"== {self.finding}"]
         for c in self.checks:
-            lines += ["", f"-- {c.name}", c.table()]
+            lines += ["", f"-- {c.name}", c.table(max_rows)]
         if self.notes:
             lines += [""] + [f"* {n}" for n in self.notes]
         if self.page:
@@ -245,12 +284,12 @@ def graph_page(
 
 
 def sample(items: Sequence, n: int | None) -> list:
-    """Every `len/n`-th item (all when n is None): a spread, deterministic sample."""
+    """`n` items drawn without replacement by a seeded generator, in their original order
+    (all when n is None): the same sample on every run."""
     items = list(items)
     if n is None or n >= len(items):
         return items
-    step = len(items) / n
-    return [items[int(i * step)] for i in range(n)]
+    return [items[i] for i in sorted(random.Random(0).sample(range(len(items)), n))]
 
 
 def main(run: Callable[..., Verdict], doc: str | None) -> int:

@@ -35,12 +35,14 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
         "magnitude": lambda it: f"sum {(it.a + it.b) // 20 * 20}-{(it.a + it.b) // 20 * 20 + 19}",
         "lookup": lambda it: f"_{it.a % 10} + _{it.b % 10}",
     }
-    found = {}
+    found, means = {}, {}
     for kind, cls in kinds.items():
         prompts: dict[str, list[str]] = {}
         for it in train:
             prompts.setdefault(cls(it), []).append(it.prompt)
-        found[kind] = _kit.class_features(rm, prompts, (-1,), K)
+        found[kind] = _kit.class_features(rm, prompts, (-1,), K, min_share=0.25)
+        if kind != "lookup":
+            means[kind] = _kit.class_means(rm, prompts, (-1,))
     verdict = Verdict("addition: ones digit, magnitude and lookup-table paths")
 
     a, b = (int(x) for x in PROMPT.replace("=", "").split("+"))
@@ -50,28 +52,51 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     for kind, cls in kinds.items():
         share, rank, n = _kit.graph_share(rm, PROMPT, _kit.features_of(found[kind], cls(example)))
         parts.append(f"{kind} ({cls(example)}): {n} nodes, {share:.0%} of influence, best #{rank}")
-    verdict.notes.append(f"graph of '{PROMPT}' -> {a + b}: " + "; ".join(parts))
+    verdict.notes.append(f"graph of '{PROMPT}' -> {a + b}, the answer's features of each kind "
+                         "in the pruned graph: " + "; ".join(parts))  # fmt: skip
 
     held = _kit.sample(toy.load_items("addition"), 20 if quick else 100)
-    ones = Check("swap the ones-digit features -> last digit changes to it, tens stay",
+    ones = Check("ones-digit features moved to another digit -> only the last digit changes",
                  target=None)  # fmt: skip
-    ablate = Check("ablate the ones-digit features -> last digit changes, first digit stays")
+    tens = Check("magnitude features moved 20 up or down -> the tens change, the last digit stays")
+    ablate = Check(f"the {K} most ones-digit-selective features off -> last digit changes, "
+                   "first digits stay")  # fmt: skip
     for it in held:
         s = it.a + it.b
-        src = kinds["ones"](it)
         d = (s + 3) % 10
-        dst = f"sum _{d}"
         expected = s - s % 10 + d
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found["ones"], src, dst), mode=_kit.MODE)
-        ones.rows.append(Row(it.prompt, f"-_{s % 10} +_{d}", res.answer_before, res.answer_after,
+        ivs = _kit.shift(rm, it.prompt, means["ones"], kinds["ones"](it), f"sum _{d}")
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        ones.rows.append(Row(it.prompt, f"_{s % 10} -> _{d}", res.answer_before, res.answer_after,
                              str(expected), res.answer_after == str(expected)))  # fmt: skip
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found["ones"], src, None, suppress=0.0),
-                             mode=_kit.MODE)  # fmt: skip
+        m = s + 20 if s + 20 <= 198 else s - 20
+        other = toy.AdditionItem(prompt="", answer="", family="addition", held_out=False, a=m, b=0)
+        ivs = _kit.shift(rm, it.prompt, means["magnitude"], kinds["magnitude"](it),
+                         kinds["magnitude"](other))  # fmt: skip
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        after = res.answer_after
+        ok = after.isdigit() and int(after) % 10 == s % 10 and int(after) // 10 != s // 10
+        tens.rows.append(Row(it.prompt, f"{kinds['magnitude'](it)[4:]} -> "
+                             f"{kinds['magnitude'](other)[4:]}", res.answer_before, after,
+                             f"_{s % 10}, not {s}", ok))  # fmt: skip
+        ivs = _kit.swap_at(found["ones"], kinds["ones"](it), None, suppress=0.0)
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         after = res.answer_after
         ok = after.isdigit() and int(after) // 10 == s // 10 and int(after) % 10 != s % 10
-        ablate.rows.append(Row(it.prompt, f"-_{s % 10} (off)", res.answer_before, after,
-                               f"{s // 10}_ (not {s})", ok))  # fmt: skip
-    verdict.checks += [ones, ablate]
+        ablate.rows.append(Row(it.prompt, f"_{s % 10} off", res.answer_before, after,
+                               f"{s // 10}_, not {s}", ok))  # fmt: skip
+    verdict.checks += [ones, tens, ablate]
+    # what the ones-digit swap does where the new digit wraps past 9 (a carry in real addition)
+    wrap = [r for r, it in zip(ones.rows, held) if (it.a + it.b) % 10 + 3 >= 10]
+    plain = [r for r, it in zip(ones.rows, held) if (it.a + it.b) % 10 + 3 < 10]
+    plus3 = sum(r.after == str(int(r.before) + 3) for r in wrap if r.before.isdigit())
+    verdict.notes.append(
+        f"ones digit moved up by 3: right in {sum(r.ok for r in plain)}/{len(plain)} sums where "
+        f"it does not wrap past 9; where it wraps, {sum(r.ok for r in wrap)}/{len(wrap)} keep "
+        f"the tens and {plus3}/{len(wrap)} answer sum + 3 (the tens carry): the features that "
+        "tell ones digits apart move the answer along the number line, they are not a separate "
+        "mod-10 path"
+    )
     verdict.page = _kit.graph_page(rm, PROMPT, out, "addition", labels, f"addition: {PROMPT}")
     return verdict
 

@@ -41,24 +41,46 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
             [it for it in train if it.status == "unknown"], 240)],
     }  # fmt: skip
     found = _kit.class_features(rm, prompts, POSITIONS, K)
+    # per relation too: a question's features say which attribute is asked for
+    by_relation = {f"{status} {rel}": [it.prompt for it in train
+                                        if it.status == status and it.relation == rel][:240]
+                   for status in ("known", "unknown") for rel in values}  # fmt: skip
+    means = _kit.class_means(rm, by_relation, POSITIONS)
     verdict = Verdict("hallucination: known entities inhibit a default 'unknown' path")
 
     unknown = _kit.sample(toy.load_items("entity", group="unknown"), 12 if quick else 60)
     known = _kit.sample(toy.load_items("entity", group="known"), 12 if quick else None)
-    halluc = Check("never-seen name + known-entity features -> an attribute (hallucination)",
+    halluc = Check("never-seen name, features moved to known -> an attribute (hallucination)",
                    target=0.9)  # fmt: skip
+    halluc_few = Check(f"never-seen name, the {K} most known-selective features injected per "
+                       "position -> an attribute")  # fmt: skip
     for it in unknown:
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found, "unknown", "known"),
-                             mode=_kit.MODE)  # fmt: skip
-        halluc.rows.append(Row(it.prompt, "-unknown +known", res.answer_before, res.answer_after,
-                               f"a {it.relation}", res.answer_after in values[it.relation]))  # fmt: skip
-    silence = Check("known person - known-entity features -> 'unknown'", target=0.9)
+        for check, ivs in (
+            (
+                halluc,
+                _kit.shift(rm, it.prompt, means, f"unknown {it.relation}", f"known {it.relation}"),
+            ),
+            (halluc_few, _kit.swap_at(found, "unknown", "known", suppress=0.0, gain=2.0)),
+        ):
+            res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+            check.rows.append(Row(it.prompt, "unknown -> known", res.answer_before,
+                                  res.answer_after, f"a {it.relation}",
+                                  res.answer_after in values[it.relation]))  # fmt: skip
+    silence = Check("known person, features moved to unknown -> 'unknown'", target=0.9)
+    silence_few = Check(f"known person, the {K} most known-selective features per position "
+                        "turned off -> 'unknown'")  # fmt: skip
     for it in known:
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found, "known", "unknown"),
-                             mode=_kit.MODE)  # fmt: skip
-        silence.rows.append(Row(it.prompt, "-known +unknown", res.answer_before,
-                                res.answer_after, "unknown", res.answer_after == "unknown"))  # fmt: skip
-    verdict.checks += [halluc, silence]
+        for check, ivs in (
+            (
+                silence,
+                _kit.shift(rm, it.prompt, means, f"known {it.relation}", f"unknown {it.relation}"),
+            ),
+            (silence_few, _kit.swap_at(found, "known", None, suppress=0.0)),
+        ):
+            res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+            check.rows.append(Row(it.prompt, "known -> unknown", res.answer_before,
+                                  res.answer_after, "unknown", res.answer_after == "unknown"))  # fmt: skip
+    verdict.checks += [halluc, silence, halluc_few, silence_few]
 
     example = unknown[0]
     for cls in ("unknown", "known"):

@@ -26,7 +26,7 @@ from _kit import OUT, Check, Row, Verdict
 import tl_clt.toy as toy
 
 K = 6
-WORD, LAST = -2, -1
+WORD, LAST = -1, -1  # both read at the last token, where the answer is computed
 
 
 def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
@@ -41,12 +41,19 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     meaning = {k: f"{k[0].split('/')[k[1]]}" for k in words}  # ("big/small", 1) -> "small"
     languages = sorted({it.language for it in items})
 
+    # every frame around every language's word for a meaning ("the opposite of petit is" is
+    # training text too), except the held-out (concept, frame language) pairs
+    frames = {it.language: it.prompt.replace(it.word, "{word}") for it in train}
+    held_pairs = {(it.concept, it.language) for it in items if it.held_out}
     by_meaning = defaultdict(list)
-    for it in train:
-        by_meaning[meaning[(it.concept, it.side)]].append(it.prompt)
+    for (c, side), by_lang in words.items():
+        for frame_lang, frame in frames.items():
+            if (c, frame_lang) not in held_pairs:
+                by_meaning[meaning[(c, side)]] += [frame.format(word=w) for w in by_lang.values()]
     concept = _kit.class_features(rm, dict(by_meaning), (WORD,), K)
     by_language = {lang: [it.prompt for it in train if it.language == lang] for lang in languages}
-    language = _kit.class_features(rm, by_language, (LAST,), K)
+    language = _kit.class_means(rm, by_language, (LAST,))
+    meaning_means = _kit.class_means(rm, dict(by_meaning), (-2, -1))
     verdict = Verdict("multilingual circuits: shared concepts, a language switch")
 
     # 1. do a meaning's features fire in every language?
@@ -76,8 +83,8 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     for it in held:
         dst_lang = languages[(languages.index(it.language) + 1) % len(languages)]
         expected = words[(it.concept, 1 - it.side)][dst_lang]
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(language, it.language, dst_lang),
-                             mode=_kit.MODE)  # fmt: skip
+        ivs = _kit.shift(rm, it.prompt, language, it.language, dst_lang)
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         lang.rows.append(Row(it.prompt, f"-{it.language} +{dst_lang}", res.answer_before,
                              res.answer_after, expected, res.answer_after == expected))  # fmt: skip
         src = meaning[(it.concept, it.side)]
@@ -85,7 +92,8 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
                    if m != src and m in concept[WORD])  # fmt: skip
         key = next(k for k, v in meaning.items() if v == dst)
         expected = words[(key[0], 1 - key[1])][it.language]
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(concept, src, dst), mode=_kit.MODE)
+        ivs = _kit.shift(rm, it.prompt, meaning_means, src, dst)
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         swap_concept.rows.append(Row(it.prompt, f"-{src} +{dst}", res.answer_before,
                                      res.answer_after, expected, res.answer_after == expected))  # fmt: skip
     verdict.checks += [lang, swap_concept]

@@ -27,6 +27,11 @@ from tl_clt import generate
 K = 6
 
 
+def _at(iv, position: int):
+    """The same intervention at an absolute position (the break, counted with BOS)."""
+    return type(iv)(iv.layer, iv.feature, position, scale=iv.scale, value=iv.value)
+
+
 def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     rm = _kit.replacement()
     train = toy.load_items("rhyme", held_out=False)
@@ -35,24 +40,31 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
              for c in classes}  # fmt: skip
     prompts = {c: [it.prompt for it in train if it.rhyme_class == c] for c in classes}
     found = _kit.class_features(rm, prompts, (-1,), K)
+    means = _kit.class_means(rm, prompts, (-1,))
     held = _kit.sample(toy.load_items("rhyme"), 16 if quick else 96)
     verdict = Verdict("planning: the rhyme is chosen at the line break")
 
-    plan = Check("at the break: suppress the rhyme class, inject another -> the line ends in it",
-                 target=0.9)  # fmt: skip
-    lead = Check("lead word written, plan swapped at the break -> final word follows the plan")
+    plan = Check("at the break, rhyme class swapped -> the line ends in the "
+                 "new class", target=None)  # fmt: skip
+    few = Check(f"at the break, the {K} most class-selective features swapped -> new class")
+    lead = Check("lead word written, class swapped at the break -> final word follows the swap")
     for it in held:
         dst = classes[(classes.index(it.rhyme_class) + 5) % len(classes)]
-        ivs = _kit.swap_at(found, it.rhyme_class, dst)
-        gen = generate(rm, it.prompt, ivs, max_new_tokens=it.n_generate + 1)
-        before, after = " ".join(gen.before), " ".join(gen.after)
-        plan.rows.append(Row(it.prompt, f"-{it.rhyme_class} +{dst}", before, after,
-                             f"… a <{dst}>", gen.after[-1] in words[dst]))  # fmt: skip
+        for check, ivs in (
+            (plan, _kit.shift(rm, it.prompt, means, it.rhyme_class, dst)),
+            (few, _kit.swap_at(found, it.rhyme_class, dst, suppress=0.0, gain=2.0)),
+        ):
+            gen = generate(rm, it.prompt, ivs, max_new_tokens=it.n_generate + 1)
+            check.rows.append(Row(it.prompt, f"{it.rhyme_class} -> {dst}", " ".join(gen.before),
+                                  " ".join(gen.after), f"… a <{dst}>",
+                                  gen.after[-1] in words[dst]))  # fmt: skip
         written = f"{it.prompt} {it.line2.split()[0]} as a"
-        res = _kit.intervene(rm, written, _kit.swap_at(found, it.rhyme_class, dst), mode=_kit.MODE)
-        lead.rows.append(Row(written, f"-{it.rhyme_class} +{dst}", res.answer_before,
+        shifted = [iv for iv in _kit.shift(rm, it.prompt, means, it.rhyme_class, dst)]
+        res = _kit.intervene(rm, written, [_at(iv, len(it.prompt.split())) for iv in shifted],
+                             mode=_kit.MODE)  # fmt: skip
+        lead.rows.append(Row(written, f"{it.rhyme_class} -> {dst} at /", res.answer_before,
                              res.answer_after, f"<{dst}>", res.answer_after in words[dst]))  # fmt: skip
-    verdict.checks += [plan, lead]
+    verdict.checks += [plan, few, lead]
     verdict.notes.append(
         f"with the lead word already written, the injected plan decides the final word in "
         f"{lead.rate:.0%} of lines: "

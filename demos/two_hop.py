@@ -21,8 +21,7 @@ from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
 
-POSITIONS = (-2, -1)  # the city and the last token ("is")
-K = 6  # features per state and position
+K = 32  # state-selective features per state (at most)
 FRAME = "the capital of the state containing"
 
 
@@ -31,26 +30,28 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     train = toy.load_items("two_hop", held_out=False)
     capitals = {it.state: it.capital for it in train}
     states = sorted(capitals)
-    found = _kit.class_features(
-        rm, {s: [it.prompt for it in train if it.state == s] for s in states}, POSITIONS, K
-    )
+    prompts = {s: [it.prompt for it in train if it.state == s] for s in states}
+    found = _kit.class_features(rm, prompts, (-1,), K)
+    means = _kit.class_means(rm, prompts, (-1,))
     held = _kit.sample(toy.load_items("two_hop"), 10 if quick else None)
     verdict = Verdict("multi-step reasoning: city -> state -> capital")
 
-    flip = Check("suppress the state, inject another state's features -> that state's capital",
-                 target=0.9)  # fmt: skip
-    knock = Check("suppress the state alone -> the capital is no longer the answer")
+    patch = Check("state swapped (by the states' mean difference) -> that "
+                  "state's capital", target=0.9)  # fmt: skip
+    few = Check(f"the {K} most state-selective features swapped -> that state's capital")
     for it in held:
         dst = states[(states.index(it.state) + 7) % len(states)]
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found, it.state, dst), mode=_kit.MODE)
-        flip.rows.append(Row(it.prompt.replace(FRAME, "…"), f"-{it.state} +{dst}",
-                             res.answer_before, res.answer_after, capitals[dst],
-                             res.answer_after == capitals[dst]))  # fmt: skip
-        res = _kit.intervene(rm, it.prompt, _kit.swap_at(found, it.state, None), mode=_kit.MODE)
-        knock.rows.append(Row(it.prompt.replace(FRAME, "…"), f"-{it.state}", res.answer_before,
-                              res.answer_after, f"not {it.capital}",
-                              res.answer_after != it.capital))  # fmt: skip
-    verdict.checks += [flip, knock]
+        res = _kit.intervene(rm, it.prompt, _kit.shift(rm, it.prompt, means, it.state, dst),
+                             mode=_kit.MODE)  # fmt: skip
+        patch.rows.append(Row(it.prompt.replace(FRAME, "…"), f"{it.state} -> {dst}",
+                              res.answer_before, res.answer_after, capitals[dst],
+                              res.answer_after == capitals[dst]))  # fmt: skip
+        ivs = _kit.swap_at(found, it.state, dst, suppress=0.0, gain=2.0)
+        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        few.rows.append(Row(it.prompt.replace(FRAME, "…"), f"-{it.state} +{dst}",
+                            res.answer_before, res.answer_after, capitals[dst],
+                            res.answer_after == capitals[dst]))  # fmt: skip
+    verdict.checks += [patch, few]
 
     dallas = next((it for it in held if it.city == "dallas"), held[0])
     share, rank, n = _kit.graph_share(rm, dallas.prompt, _kit.features_of(found, dallas.state))

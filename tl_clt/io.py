@@ -26,6 +26,15 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "tl_clt/1"
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place, so a
     failure leaves any previous `path` untouched."""
@@ -34,6 +43,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp's files are private; a saved file is not
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
