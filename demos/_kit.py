@@ -267,10 +267,18 @@ class Verdict:
 
 
 # ---------------------------------------------------------------- graphs
+_INDEX: dict[Path, FeatureIndex] = {}
+
+
 def feature_index(out: Path) -> FeatureIndex:
-    """The shipped transcoder's feature index over the shipped corpus, built once into `out`."""
-    rm = replacement()
-    return build_feature_index(rm.clt, rm.lens, path=out / "features.db", progress=True)
+    """The shipped transcoder's feature index over the shipped corpus, with labels: built into
+    `out` the first time, reopened afterwards (`build_feature_index` refuses an index made for
+    another transcoder)."""
+    path = (out / "features.db").resolve()
+    if path not in _INDEX:
+        rm = replacement()
+        _INDEX[path] = build_feature_index(rm.clt, rm.lens, path=path, progress=True)
+    return _INDEX[path]
 
 
 def graph_page(

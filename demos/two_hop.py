@@ -53,7 +53,7 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
                             res.answer_after == capitals[dst]))  # fmt: skip
     verdict.checks += [patch, few]
 
-    dallas = next((it for it in held if it.city == "dallas"), held[0])
+    dallas = next(it for it in toy.load_items("two_hop") if it.city == "dallas")
     share, rank, n = _kit.graph_share(rm, dallas.prompt, _kit.features_of(found, dallas.state))
     shown = Check(f"the {dallas.state} features are nodes of the pruned graph of {dallas.city}")
     shown.rows.append(Row(dallas.prompt.replace(FRAME, "…"), "(attribution graph)",

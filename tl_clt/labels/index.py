@@ -90,13 +90,21 @@ def build_feature_index(
     finally:
         conn.close()
     index = FeatureIndex(path)
-    if label:
+    if label and not (token_classes is None and _scored(index)):
         from tl_clt.labels.explainers import label_features
         from tl_clt.labels.scoring import score_labels
 
         label_features(index, token_classes=token_classes, progress=progress)
         score_labels(index, progress=progress)
     return index
+
+
+def _scored(index: FeatureIndex) -> bool:
+    """Whether every live feature already has a scored offline label (a finished run)."""
+    (n,) = index.conn.execute(
+        "SELECT COUNT(*) FROM labels WHERE explainer='offline' AND score IS NOT NULL"
+    ).fetchone()
+    return n >= index.n_live()
 
 
 def _resolve(clt: CrossLayerTranscoder | None, model: Any) -> tuple[Lens, CrossLayerTranscoder]:
