@@ -249,15 +249,20 @@ def run_case_studies(rm: ReplacementModel) -> None:
     try:
         toy = importlib.import_module("tl_clt.toy")
         prompts = getattr(toy, "case_study_prompts", None)
-        prompts = prompts() if prompts else [item.prompt for item in toy.load_items()[:8]]
+        prompts = prompts() if prompts else [
+            item.prompt for family in toy.FAMILIES for item in toy.load_items(family)[:2]
+        ]
     except (ImportError, AttributeError, TLCLTError):
         return
-    print(f"{'replacement':>11} {'completeness':>12}  prompt (after default pruning)")
+    print("scores of the whole graph and after default pruning (pruned nodes and edges count as "
+          "error)")  # fmt: skip
+    print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7}  prompt")
     for prompt in prompts:
-        pruned = attribute(rm, prompt, progress=False).prune()
-        print(
-            f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}  {prompt!r}"
-        )
+        graph = attribute(rm, prompt, progress=False)
+        whole, pruned = graph.scores(), graph.prune()
+        print(f"{whole.replacement:>12.3f} {whole.completeness:>7.3f} "
+              f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f}  "
+              f"{prompt!r}")  # fmt: skip
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
