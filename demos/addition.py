@@ -7,8 +7,11 @@ the sum (mod 10), for its rough magnitude, and lookup-table features for operand
    10 classes), and for the operands' ones-digit pair (100 classes), from training sums.
 2. The pruned graph of "36 + 59 =": how much of the feature nodes' influence on "95" each kind
    holds.
-3. On held-out sums: suppress the ones-digit features of the answer and inject another digit's;
-   the last digit should change to that digit and the tens should stay.
+3. On held-out sums: move the features at "=" from the answer's ones digit to the digit 3 up
+   (`_kit.shift`); in the paper's story only the last digit changes. Likewise move the magnitude
+   features by 20 (the tens should change, the last digit stay), and switch off the 4 most
+   ones-digit-selective features.
+4. Report what actually happens where the moved digit wraps past 9.
 
     python demos/addition.py [--quick] [--no-labels]
 """

@@ -6,10 +6,10 @@ path, and features of known entities inhibit it.
    questions about known people (training questions) and not on questions about people without
    facts, and the reverse.
 2. The graph of a never-seen person's question: the unknown-name features carry the answer.
-3. On held-out people: inject the known-entity features (and turn the unknown-name ones down) on a
-   never-seen name -> the model answers with an attribute (a hallucination); turn the
-   known-entity features down (and inject the unknown-name ones) on a known person's held-out
-   question -> "unknown".
+3. On held-out people: move a never-seen person's features (surname and "?") to those of known
+   people asked the same question (`_kit.shift`) -> the model answers with an attribute of the
+   asked kind (a hallucination); move a known person's to the unknown class -> "unknown". The
+   same with only the 6 most selective features per position, for comparison.
 
     python demos/hallucination.py [--quick] [--no-labels]
 """

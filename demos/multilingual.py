@@ -2,13 +2,15 @@
 grand, "das gegenteil von klein ist" -> gross. Concept features shared by the three languages
 carry the meaning; language features pick the output language.
 
-1. Concept features: features of each meaning ("small" = small / petit / klein) at the word,
-   found on the training prompts of all languages pooled; measured: the share of them that fire
-   in every language for their meaning, against their rate on other meanings.
+1. Concept features: features of each meaning ("small" = small / petit / klein) at the last
+   token, where the answer is computed, found on every frame around every language's word for
+   the meaning (held-out (concept, language) pairs left out); measured: the share of them that
+   fire for their meaning in every language, against their rate on other meanings.
 2. Language features: features of each language at the last token (is / est / ist).
-3. On every held-out (concept, language) prompt: swap the language features for another
-   language's -> the same meaning's antonym in that language; swap the concept features for
-   another meaning's -> that meaning's antonym in the prompt's language.
+3. On every held-out (concept, language) prompt: move the language features to another
+   language's -> the same meaning's antonym in that language; move the concept features (at the
+   word and the last token) to another meaning's -> that meaning's antonym in the prompt's
+   language (`_kit.shift`: the 256 features whose class means differ most).
 
     python demos/multilingual.py [--quick] [--no-labels]
 """

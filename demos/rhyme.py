@@ -3,8 +3,9 @@ rhyme it will end the second line with ("... as a hat"), before writing a word o
 
 1. Find each rhyme class's features at the line break: features that fire on first lines ending
    in a word of the class and not on the other classes' (training first lines).
-2. On every held-out first line: suppress its class's features at the line break and inject
-   another class's; the model then writes a second line ending in the injected class.
+2. On every held-out first line: move the line break's features from its class to another's
+   (`_kit.shift`), and separately swap only the 6 most class-selective features; the model
+   should then write a second line ending in the other class.
 3. Where does the plan live? Write the second line's lead word (which names its rhyme word,
    "tall" -> hat) into the prompt and intervene at the break again: if the final word still
    follows the injected plan, the plan is held at the break; if it follows the written lead

@@ -1,12 +1,15 @@
 """Multi-step reasoning: "the capital of the state containing dallas is" -> austin, through an
 intermediate state the prompt never writes.
 
-1. Find each state's features: the features that fire on the two-hop prompts of the state's
-   *training* cities (at the city and at the last position) and not on other states' cities.
+1. Describe each state by its features at the last token ("is") over the two-hop prompts of the
+   state's *training* cities: their mean activations, and the features that fire there and not
+   for other states' cities (the state-selective ones).
 2. Show the intermediate step in the attribution graph of the Dallas prompt: the Texas features
    are nodes of its pruned graph and carry a share of the answer's influence.
-3. On every held-out city: turn its state's features down and inject another state's; the answer
-   should become that other state's capital (Dallas + California features -> sacramento).
+3. On every held-out city: move its features from its state to another state (the 256 features
+   whose state means differ most, `_kit.shift`), and separately swap only the 32 most
+   state-selective features; the answer should become the other state's capital (Dallas +
+   Colorado -> denver).
 
     python demos/two_hop.py [--quick] [--no-labels]
 """
