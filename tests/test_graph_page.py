@@ -119,9 +119,12 @@ def test_hostile_strings_render_as_text(hostile):
         titles = b.eval("[...document.querySelectorAll('#graph rect.supernode title')]"
                         ".map(t => t.textContent)")  # fmt: skip
         labels = b.eval(
-            "[...document.querySelectorAll('#graph text.sn-label')].map(t => t.textContent)"
-        )
-        assert GROUP in titles and GROUP in labels
+            "[...document.querySelectorAll('#graph text.sn-label')]"
+            ".map(t => [t.firstChild.nodeValue, t.querySelector('title').textContent])"
+        )  # the label shown (cut to its box) and its full name
+        assert GROUP in titles and GROUP in [name for _, name in labels]
+        for shown, name in labels:
+            assert shown == name or (shown.endswith("\u2026") and name.startswith(shown[:-1]))
         b.click_selector("#graph rect.supernode")  # the first box is the hostile name's
         assert GROUP in b.eval("document.getElementById('detail').textContent")
         emb = [i for i in pruned.indices(NodeKind.EMBEDDING) if pruned.nodes[i].token == IMG][0]

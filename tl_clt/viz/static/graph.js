@@ -196,13 +196,22 @@ var TLGraph = (function () {
       b.x1 = Math.min(b.x1, u.x); b.y1 = Math.min(b.y1, u.y); b.x2 = Math.max(b.x2, u.x); b.y2 = Math.max(b.y2, u.y);
       boxes[k] = b;
     });
+    var placed = [];  // [x1, x2, y] of labels drawn so far: a label that would overlap one moves up
     Object.keys(boxes).forEach(function (k) {
       var b = boxes[k];
       if (!b) return;
       var r = svg("rect", { x: b.x1 - 8, y: b.y1 - 8, width: b.x2 - b.x1 + 16, height: b.y2 - b.y1 + 16, rx: 4, "class": "supernode", "data-supernode": k });
       var title = svg("title"); title.textContent = d.supernodes[k][0]; r.appendChild(title);
       layer.appendChild(r);
-      var t = svg("text", { x: b.x1 - 7, y: b.y1 - 11, "class": "sn-label" }); var name = d.supernodes[k][0]; t.textContent = name.length > 24 ? name.slice(0, 23) + "\u2026" : name;
+      // the label fits its box (about 6 px a character): neighbouring boxes' labels never overlap
+      var name = d.supernodes[k][0], room = Math.max(4, Math.min(24, Math.floor((b.x2 - b.x1 + 16) / 6.2)));
+      var shown = name.length > room ? name.slice(0, room - 1) + "\u2026" : name;
+      var lx1 = b.x1 - 7, lx2 = lx1 + shown.length * 6.2, ly = b.y1 - 11;
+      while (placed.some(function (p) { return p[2] === ly && p[0] < lx2 && lx1 < p[1]; })) ly -= 11;
+      placed.push([lx1, lx2, ly]);
+      var t = svg("text", { x: lx1, y: ly, "class": "sn-label" });
+      t.textContent = shown;
+      var tt = svg("title"); tt.textContent = name; t.appendChild(tt);
       layer.appendChild(t);
     });
   }
