@@ -249,9 +249,11 @@ def run_case_studies(rm: ReplacementModel) -> None:
     try:
         toy = importlib.import_module("tl_clt.toy")
         prompts = getattr(toy, "case_study_prompts", None)
-        prompts = prompts() if prompts else [
-            item.prompt for family in toy.FAMILIES for item in toy.load_items(family)[:2]
-        ]
+        prompts = (
+            prompts()
+            if prompts
+            else [item.prompt for family in toy.FAMILIES for item in toy.load_items(family)[:2]]
+        )
     except (ImportError, AttributeError, TLCLTError):
         return
     print("scores of the whole graph and after default pruning (pruned nodes and edges count as "
