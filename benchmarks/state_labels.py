@@ -33,9 +33,8 @@ def main() -> None:
     items = toy.load_items("two_hop", held_out=None)
     train = [it for it in items if not it.held_out]
     states = sorted({it.state for it in items})
-    found = _kit.class_features(
-        rm, {s: [it.prompt for it in train if it.state == s] for s in states}, (-1,), args.k
-    )[-1]
+    prompts = {s: [it.prompt for it in train if it.state == s] for s in states}
+    found = _kit.class_features(_kit.class_activations(rm, prompts, (-1,)), args.k)[-1]
     named = 0
     print("| state | feature | label | detection score | names the state |\n|---|---|---|---|---|")
     for s in states:

@@ -21,12 +21,12 @@ import torch
 
 import tl_clt.toy as toy
 from tl_clt import (
+    AttributionGraph,
     FeatureIndex,
     Intervention,
     ReplacementModel,
     attribute,
     build_feature_index,
-    intervene,
     render_graph,
 )
 
@@ -50,12 +50,13 @@ def replacement() -> ReplacementModel:
 # ---------------------------------------------------------------- finding features
 @torch.no_grad()
 def activations(
-    rm: ReplacementModel, prompts: Sequence[str], position: int | Sequence[int] = -1
-) -> torch.Tensor:
-    """Feature activations [n_prompts, n_layers, n_features] at `position` of each prompt
-    (one index for all, or one per prompt; negative counts from the prompt's end)."""
-    positions = [position] * len(prompts) if isinstance(position, int) else list(position)
-    out = torch.zeros(len(prompts), rm.n_layers, rm.clt.cfg.n_features)
+    rm: ReplacementModel, prompts: Sequence[str], positions: Sequence[int] = (-1,)
+) -> dict[int, torch.Tensor]:
+    """Feature activations {position: [n_prompts, n_layers, n_features]} at each position
+    (negative: from the prompt's end), read from the transcoder's hooks in one spliced forward
+    pass per batch of prompts of equal length."""
+    names = [f"clt.blocks.{layer}.hook_features" for layer in range(rm.n_layers)]
+    out = {p: torch.zeros(len(prompts), rm.n_layers, rm.clt.cfg.n_features) for p in positions}
     by_len: dict[int, list[int]] = defaultdict(list)
     tokens = [rm.lens.tokens(p)[0] for p in prompts]
     for i, t in enumerate(tokens):
@@ -63,10 +64,10 @@ def activations(
     for idx in by_len.values():
         for start in range(0, len(idx), 256):
             chunk = idx[start : start + 256]
-            run = rm.capture(torch.stack([tokens[i] for i in chunk]))
-            acts = torch.stack(run.features, 1)  # [batch, layer, pos, feature]
-            for row, i in enumerate(chunk):
-                out[i] = acts[row, :, positions[i]].float().cpu()
+            _, cache = rm.run_with_cache(torch.stack([tokens[i] for i in chunk]), names)
+            acts = torch.stack([cache[n] for n in names], 2).float().cpu()  # [b, pos, L, F]
+            for p in positions:
+                out[p][chunk] = acts[:, p]
     return out
 
 
@@ -117,22 +118,27 @@ def swap(
     ]
 
 
+Acts = dict[int, dict[str, torch.Tensor]]  # position -> class -> activations [n, L, F]
 Found = dict[int, dict[str, list[Feature]]]  # position -> class -> features
+Means = dict[int, dict[str, torch.Tensor]]  # position -> class -> mean activations [L, F]
 
 
-def class_features(
-    rm: ReplacementModel,
-    prompts: dict[str, Sequence[str]],
-    positions: Sequence[int] = (-1,),
-    k: int = 4,
-    min_share: float = 0.5,
-) -> Found:
-    """`selective` features of each class of prompts, at each position (from the prompt's end)."""
-    found = {}
-    for pos in positions:
-        acts = {c: activations(rm, ps, pos) for c, ps in prompts.items() if ps}
-        found[pos] = selective(acts, k, min_share)
-    return found
+def class_activations(
+    rm: ReplacementModel, prompts: dict[str, Sequence[str]], positions: Sequence[int] = (-1,)
+) -> Acts:
+    """`activations` of each class of prompts at each position."""
+    per_class = {c: activations(rm, ps, positions) for c, ps in prompts.items() if ps}
+    return {p: {c: a[p] for c, a in per_class.items()} for p in positions}
+
+
+def class_features(acts: Acts, k: int = 4, min_share: float = 0.5) -> Found:
+    """`selective` features of each class, at each position."""
+    return {pos: selective(by_class, k, min_share) for pos, by_class in acts.items()}
+
+
+def class_means(acts: Acts) -> Means:
+    """Mean feature activations [layers, features] of each class at each position."""
+    return {pos: {c: a.mean(0) for c, a in by_class.items()} for pos, by_class in acts.items()}
 
 
 def swap_at(
@@ -145,17 +151,6 @@ def swap_at(
         ivs += swap(by_class[src] if src else [], by_class[dst] if dst else [], pos,
                     suppress, gain)  # fmt: skip
     return ivs
-
-
-Means = dict[int, dict[str, torch.Tensor]]  # position -> class -> mean activations [L, F]
-
-
-def class_means(
-    rm: ReplacementModel, prompts: dict[str, Sequence[str]], positions: Sequence[int] = (-1,)
-) -> Means:
-    """Mean feature activations [layers, features] of each class of prompts at each position."""
-    return {pos: {c: activations(rm, ps, pos).mean(0) for c, ps in prompts.items() if ps}
-            for pos in positions}  # fmt: skip
 
 
 def shift(
@@ -172,8 +167,9 @@ def shift(
     `gain` × (dst mean − src mean), floored at 0 (a feature-level activation patch)."""
     k, gain = k or SHIFT_K, gain or SHIFT_GAIN
     ivs = []
+    current = activations(rm, [prompt], list(means))
     for pos, by_class in means.items():
-        cur = activations(rm, [prompt], pos)[0]
+        cur = current[pos][0]
         delta = by_class[dst] - by_class[src]
         F = delta.shape[1]
         for j in delta.abs().flatten().topk(k).indices.tolist():
@@ -185,11 +181,6 @@ def shift(
 
 def features_of(found: Found, cls: str) -> set[tuple[int, int]]:
     return {(f.layer, f.feature) for by_class in found.values() for f in by_class.get(cls, [])}
-
-
-def answer(rm: ReplacementModel, prompt: str, interventions: Sequence[Intervention]) -> str:
-    """The model's next token after `prompt` with the interventions (unconstrained)."""
-    return intervene(rm, prompt, list(interventions), mode=MODE).answer_after
 
 
 # ---------------------------------------------------------------- verdicts
@@ -250,9 +241,6 @@ class Verdict:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
-    def check(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
-
     def report(self, max_rows: int | None = 8) -> str:
         lines = [f"== {self.finding}"]
         for c in self.checks:
@@ -281,11 +269,22 @@ def feature_index(out: Path) -> FeatureIndex:
     return _INDEX[path]
 
 
+_GRAPHS: dict[str, tuple[AttributionGraph, AttributionGraph]] = {}
+
+
+def trace(rm: ReplacementModel, prompt: str) -> tuple[AttributionGraph, AttributionGraph]:
+    """The attribution graph of `prompt` and its default pruning (traced once per process)."""
+    if prompt not in _GRAPHS:
+        graph = attribute(rm, prompt)
+        _GRAPHS[prompt] = graph, graph.prune()
+    return _GRAPHS[prompt]
+
+
 def graph_page(
     rm: ReplacementModel, prompt: str, out: Path, name: str, labels: bool, title: str
 ) -> Path:
     """Trace `prompt`, group its pruned graph into supernodes, and write the page."""
-    graph = attribute(rm, prompt)
+    graph, _ = trace(rm, prompt)
     index = feature_index(out) if labels else None
     page = render_graph(graph, index=index, supernodes="auto", clt=rm.clt, title=title)
     return page.save(out / f"{name}.html")
@@ -322,7 +321,7 @@ def graph_share(
     (1: the most influential feature node; 0: none present), and how many such nodes there are."""
     from tl_clt import NodeKind
 
-    pruned = attribute(rm, prompt).prune()
+    _, pruned = trace(rm, prompt)
     infl = pruned.influence().influence
     feats = pruned.indices(NodeKind.FEATURE)
     order = sorted(feats, key=lambda i: -float(infl[i]))

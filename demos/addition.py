@@ -25,36 +25,45 @@ import _kit
 from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
+from tl_clt import intervene
 
 K = 4
 PROMPT = "36 + 59 ="
 
 
+def _ones(a: int, b: int) -> str:
+    return f"sum _{(a + b) % 10}"
+
+
+def _magnitude(a: int, b: int) -> str:
+    low = (a + b) // 20 * 20
+    return f"sum {low}-{low + 19}"
+
+
+def _lookup(a: int, b: int) -> str:
+    return f"_{a % 10} + _{b % 10}"
+
+
 def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     rm = _kit.replacement()
     train = _kit.sample(toy.load_items("addition", held_out=False), 1500)
-    kinds = {
-        "ones": lambda it: f"sum _{(it.a + it.b) % 10}",
-        "magnitude": lambda it: f"sum {(it.a + it.b) // 20 * 20}-{(it.a + it.b) // 20 * 20 + 19}",
-        "lookup": lambda it: f"_{it.a % 10} + _{it.b % 10}",
-    }
+    kinds = {"ones": _ones, "magnitude": _magnitude, "lookup": _lookup}  # (a, b) -> class
+    train_acts = _kit.activations(rm, [it.prompt for it in train], (-1,))[-1]
     found, means = {}, {}
     for kind, cls in kinds.items():
-        prompts: dict[str, list[str]] = {}
-        for it in train:
-            prompts.setdefault(cls(it), []).append(it.prompt)
-        found[kind] = _kit.class_features(rm, prompts, (-1,), K, min_share=0.25)
-        if kind != "lookup":
-            means[kind] = _kit.class_means(rm, prompts, (-1,))
+        rows: dict[str, list[int]] = {}
+        for i, it in enumerate(train):
+            rows.setdefault(cls(it.a, it.b), []).append(i)
+        acts = {-1: {c: train_acts[idx] for c, idx in rows.items()}}
+        found[kind] = _kit.class_features(acts, K, min_share=0.25)
+        means[kind] = _kit.class_means(acts)
     verdict = Verdict("addition: ones digit, magnitude and lookup-table paths")
 
     a, b = (int(x) for x in PROMPT.replace("=", "").split("+"))
-    example = toy.AdditionItem(prompt=PROMPT, answer=str(a + b), family="addition",
-                               held_out=False, a=a, b=b)  # fmt: skip
     parts = []
     for kind, cls in kinds.items():
-        share, rank, n = _kit.graph_share(rm, PROMPT, _kit.features_of(found[kind], cls(example)))
-        parts.append(f"{kind} ({cls(example)}): {n} nodes, {share:.0%} of influence, best #{rank}")
+        share, rank, n = _kit.graph_share(rm, PROMPT, _kit.features_of(found[kind], cls(a, b)))
+        parts.append(f"{kind} ({cls(a, b)}): {n} nodes, {share:.0%} of influence, best #{rank}")
     verdict.notes.append(f"graph of '{PROMPT}' -> {a + b}, the answer's features of each kind "
                          "in the pruned graph: " + "; ".join(parts))  # fmt: skip
 
@@ -68,22 +77,19 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
         s = it.a + it.b
         d = (s + 3) % 10
         expected = s - s % 10 + d
-        ivs = _kit.shift(rm, it.prompt, means["ones"], kinds["ones"](it), f"sum _{d}")
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        ivs = _kit.shift(rm, it.prompt, means["ones"], _ones(it.a, it.b), _ones(d, 0))
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         ones.rows.append(Row(it.prompt, f"_{s % 10} -> _{d}", res.answer_before, res.answer_after,
                              str(expected), res.answer_after == str(expected)))  # fmt: skip
-        m = s + 20 if s + 20 <= 198 else s - 20
-        other = toy.AdditionItem(prompt="", answer="", family="addition", held_out=False, a=m, b=0)
-        ivs = _kit.shift(rm, it.prompt, means["magnitude"], kinds["magnitude"](it),
-                         kinds["magnitude"](other))  # fmt: skip
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        src, dst = _magnitude(it.a, it.b), _magnitude(s + 20 if s + 20 <= 198 else s - 20, 0)
+        ivs = _kit.shift(rm, it.prompt, means["magnitude"], src, dst)
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         after = res.answer_after
         ok = after.isdigit() and int(after) % 10 == s % 10 and int(after) // 10 != s // 10
-        tens.rows.append(Row(it.prompt, f"{kinds['magnitude'](it)[4:]} -> "
-                             f"{kinds['magnitude'](other)[4:]}", res.answer_before, after,
+        tens.rows.append(Row(it.prompt, f"{src[4:]} -> {dst[4:]}", res.answer_before, after,
                              f"_{s % 10}, not {s}", ok))  # fmt: skip
-        ivs = _kit.swap_at(found["ones"], kinds["ones"](it), None, suppress=0.0)
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        ivs = _kit.swap_at(found["ones"], _ones(it.a, it.b), None, suppress=0.0)
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         after = res.answer_after
         ok = after.isdigit() and int(after) // 10 == s // 10 and int(after) % 10 != s % 10
         ablate.rows.append(Row(it.prompt, f"_{s % 10} off", res.answer_before, after,

@@ -23,6 +23,7 @@ import _kit
 from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
+from tl_clt import intervene
 
 K = 6
 POSITIONS = (-3, -1)  # the surname and "?"
@@ -40,12 +41,12 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
         "unknown": [it.prompt for it in _kit.sample(
             [it for it in train if it.status == "unknown"], 240)],
     }  # fmt: skip
-    found = _kit.class_features(rm, prompts, POSITIONS, K)
+    found = _kit.class_features(_kit.class_activations(rm, prompts, POSITIONS), K)
     # per relation too: a question's features say which attribute is asked for
     by_relation = {f"{status} {rel}": [it.prompt for it in train
                                         if it.status == status and it.relation == rel][:240]
                    for status in ("known", "unknown") for rel in values}  # fmt: skip
-    means = _kit.class_means(rm, by_relation, POSITIONS)
+    means = _kit.class_means(_kit.class_activations(rm, by_relation, POSITIONS))
     verdict = Verdict("hallucination: known entities inhibit a default 'unknown' path")
 
     unknown = _kit.sample(toy.load_items("entity", group="unknown"), 12 if quick else 60)
@@ -62,7 +63,7 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
             ),
             (halluc_few, _kit.swap_at(found, "unknown", "known", suppress=0.0, gain=2.0)),
         ):
-            res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+            res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
             check.rows.append(Row(it.prompt, "unknown -> known", res.answer_before,
                                   res.answer_after, f"a {it.relation}",
                                   res.answer_after in values[it.relation]))  # fmt: skip
@@ -77,7 +78,7 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
             ),
             (silence_few, _kit.swap_at(found, "known", None, suppress=0.0)),
         ):
-            res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+            res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
             check.rows.append(Row(it.prompt, "known -> unknown", res.answer_before,
                                   res.answer_after, "unknown", res.answer_after == "unknown"))  # fmt: skip
     verdict.checks += [halluc, silence, halluc_few, silence_few]

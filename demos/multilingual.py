@@ -26,9 +26,10 @@ import torch
 from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
+from tl_clt import intervene
 
 K = 6
-WORD, LAST = -1, -1  # both read at the last token, where the answer is computed
+WORD, LAST = -2, -1  # the operand word; the last token, where the answer is computed
 
 
 def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
@@ -40,7 +41,8 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     for it in items:
         words[(it.concept, it.side)][it.language] = it.word
         words[(it.concept, 1 - it.side)][it.language] = it.answer
-    meaning = {k: f"{k[0].split('/')[k[1]]}" for k in words}  # ("big/small", 1) -> "small"
+    meaning = {k: k[0].split("/")[k[1]] for k in words}  # ("big/small", 1) -> "small"
+    key_of = {m: k for k, m in meaning.items()}
     languages = sorted({it.language for it in items})
 
     # every frame around every language's word for a meaning ("the opposite of petit is" is
@@ -52,22 +54,24 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
         for frame_lang, frame in frames.items():
             if (c, frame_lang) not in held_pairs:
                 by_meaning[meaning[(c, side)]] += [frame.format(word=w) for w in by_lang.values()]
-    concept = _kit.class_features(rm, dict(by_meaning), (WORD,), K)
+    meaning_acts = _kit.class_activations(rm, by_meaning, (WORD, LAST))
+    concept = _kit.class_features({LAST: meaning_acts[LAST]}, K)[LAST]
+    meaning_means = _kit.class_means(meaning_acts)
     by_language = {lang: [it.prompt for it in train if it.language == lang] for lang in languages}
-    language = _kit.class_means(rm, by_language, (LAST,))
-    meaning_means = _kit.class_means(rm, dict(by_meaning), (-2, -1))
+    language = _kit.class_means(_kit.class_activations(rm, by_language, (LAST,)))
     verdict = Verdict("multilingual circuits: shared concepts, a language switch")
 
     # 1. do a meaning's features fire in every language?
+    item_acts = _kit.activations(rm, [it.prompt for it in items], (LAST,))[LAST]
+    item_meaning = [meaning[(it.concept, it.side)] for it in items]
+    stride = max(1, len(items) // 60)  # about 60 prompts of other meanings
     shared, total, elsewhere = 0, 0, []
-    for m, feats in concept[WORD].items():
-        prompts = {it.language: it.prompt for it in items if meaning[(it.concept, it.side)] == m}
-        if len(prompts) < len(languages) or not feats:
+    for m, feats in concept.items():
+        own = [i for i, mi in enumerate(item_meaning) if mi == m]
+        if len({items[i].language for i in own}) < len(languages) or not feats:
             continue
-        acts = _kit.activations(rm, [prompts[lang] for lang in languages], WORD)
-        others = [it.prompt for it in items[:: max(1, len(items) // 60)]
-                  if meaning[(it.concept, it.side)] != m]  # fmt: skip
-        other = _kit.activations(rm, others, WORD)
+        acts = item_acts[own]
+        other = item_acts[[i for i in range(0, len(items), stride) if item_meaning[i] != m]]
         for f in feats:
             total += 1
             shared += bool((acts[:, f.layer, f.feature] > 0).all())
@@ -81,21 +85,20 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     held = _kit.sample(toy.load_items("antonym"), 12 if quick else None)
     lang = Check("swap the language features -> same meaning, other language", target=0.9)
     swap_concept = Check("swap the concept features -> other meaning, same language", target=0.9)
-    meanings = sorted(concept[WORD])
+    meanings = sorted(concept)
     for it in held:
         dst_lang = languages[(languages.index(it.language) + 1) % len(languages)]
         expected = words[(it.concept, 1 - it.side)][dst_lang]
         ivs = _kit.shift(rm, it.prompt, language, it.language, dst_lang)
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         lang.rows.append(Row(it.prompt, f"-{it.language} +{dst_lang}", res.answer_before,
                              res.answer_after, expected, res.answer_after == expected))  # fmt: skip
         src = meaning[(it.concept, it.side)]
-        dst = next(m for m in meanings[meanings.index(src) + 3 :] + meanings
-                   if m != src and m in concept[WORD])  # fmt: skip
-        key = next(k for k, v in meaning.items() if v == dst)
-        expected = words[(key[0], 1 - key[1])][it.language]
+        dst = next(m for m in meanings[meanings.index(src) + 3 :] + meanings if m != src)
+        c, side = key_of[dst]
+        expected = words[(c, 1 - side)][it.language]
         ivs = _kit.shift(rm, it.prompt, meaning_means, src, dst)
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         swap_concept.rows.append(Row(it.prompt, f"-{src} +{dst}", res.answer_before,
                                      res.answer_after, expected, res.answer_after == expected))  # fmt: skip
     verdict.checks += [lang, swap_concept]

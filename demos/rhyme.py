@@ -23,7 +23,7 @@ import _kit
 from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
-from tl_clt import generate
+from tl_clt import generate, intervene
 
 K = 6
 
@@ -40,8 +40,8 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     words = {c: {w for it in train if it.rhyme_class == c for w in (it.word, *it.accept)}
              for c in classes}  # fmt: skip
     prompts = {c: [it.prompt for it in train if it.rhyme_class == c] for c in classes}
-    found = _kit.class_features(rm, prompts, (-1,), K)
-    means = _kit.class_means(rm, prompts, (-1,))
+    acts = _kit.class_activations(rm, prompts, (-1,))
+    found, means = _kit.class_features(acts, K), _kit.class_means(acts)
     held = _kit.sample(toy.load_items("rhyme"), 16 if quick else 96)
     verdict = Verdict("planning: the rhyme is chosen at the line break")
 
@@ -51,8 +51,9 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     lead = Check("lead word written, class swapped at the break -> final word follows the swap")
     for it in held:
         dst = classes[(classes.index(it.rhyme_class) + 5) % len(classes)]
+        shifted = _kit.shift(rm, it.prompt, means, it.rhyme_class, dst)
         for check, ivs in (
-            (plan, _kit.shift(rm, it.prompt, means, it.rhyme_class, dst)),
+            (plan, shifted),
             (few, _kit.swap_at(found, it.rhyme_class, dst, suppress=0.0, gain=2.0)),
         ):
             gen = generate(rm, it.prompt, ivs, max_new_tokens=it.n_generate + 1)
@@ -60,8 +61,7 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
                                   " ".join(gen.after), f"… a <{dst}>",
                                   gen.after[-1] in words[dst]))  # fmt: skip
         written = f"{it.prompt} {it.line2.split()[0]} as a"
-        shifted = [iv for iv in _kit.shift(rm, it.prompt, means, it.rhyme_class, dst)]
-        res = _kit.intervene(rm, written, [_at(iv, len(it.prompt.split())) for iv in shifted],
+        res = intervene(rm, written, [_at(iv, len(it.prompt.split())) for iv in shifted],
                              mode=_kit.MODE)  # fmt: skip
         lead.rows.append(Row(written, f"{it.rhyme_class} -> {dst} at /", res.answer_before,
                              res.answer_after, f"<{dst}>", res.answer_after in words[dst]))  # fmt: skip

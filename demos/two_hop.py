@@ -23,6 +23,7 @@ import _kit
 from _kit import OUT, Check, Row, Verdict
 
 import tl_clt.toy as toy
+from tl_clt import intervene
 
 K = 32  # state-selective features per state (at most)
 FRAME = "the capital of the state containing"
@@ -34,8 +35,8 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     capitals = {it.state: it.capital for it in train}
     states = sorted(capitals)
     prompts = {s: [it.prompt for it in train if it.state == s] for s in states}
-    found = _kit.class_features(rm, prompts, (-1,), K)
-    means = _kit.class_means(rm, prompts, (-1,))
+    acts = _kit.class_activations(rm, prompts, (-1,))
+    found, means = _kit.class_features(acts, K), _kit.class_means(acts)
     held = _kit.sample(toy.load_items("two_hop"), 10 if quick else None)
     verdict = Verdict("multi-step reasoning: city -> state -> capital")
 
@@ -44,13 +45,13 @@ def run(quick: bool = False, out: Path = OUT, labels: bool = True) -> Verdict:
     few = Check(f"the {K} most state-selective features swapped -> that state's capital")
     for it in held:
         dst = states[(states.index(it.state) + 7) % len(states)]
-        res = _kit.intervene(rm, it.prompt, _kit.shift(rm, it.prompt, means, it.state, dst),
+        res = intervene(rm, it.prompt, _kit.shift(rm, it.prompt, means, it.state, dst),
                              mode=_kit.MODE)  # fmt: skip
         patch.rows.append(Row(it.prompt.replace(FRAME, "…"), f"{it.state} -> {dst}",
                               res.answer_before, res.answer_after, capitals[dst],
                               res.answer_after == capitals[dst]))  # fmt: skip
         ivs = _kit.swap_at(found, it.state, dst, suppress=0.0, gain=2.0)
-        res = _kit.intervene(rm, it.prompt, ivs, mode=_kit.MODE)
+        res = intervene(rm, it.prompt, ivs, mode=_kit.MODE)
         few.rows.append(Row(it.prompt.replace(FRAME, "…"), f"-{it.state} +{dst}",
                             res.answer_before, res.answer_after, capitals[dst],
                             res.answer_after == capitals[dst]))  # fmt: skip

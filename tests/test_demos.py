@@ -42,7 +42,7 @@ def test_two_hop_state_swap_changes_the_capital(demo, tmp_path):
     assert patch.rate >= 0.9
     for row in patch.rows:  # before: the right capital; after: the injected state's, not it
         assert row.before != row.expected
-    assert v.check(next(c.name for c in v.checks if "pruned graph" in c.name)).rate == 1.0
+    assert next(c for c in v.checks if "pruned graph" in c.name).rate == 1.0
 
 
 def test_rhyme_plan_swap_changes_the_line_ending(demo, tmp_path):

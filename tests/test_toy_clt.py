@@ -82,3 +82,33 @@ def test_record_is_the_shipped_recipe(quality):
     assert quality["train"]["sparsity_coefficient"] == tc.CLT_TRAIN["sparsity_coefficient"]
     assert quality["clt"]["n_features"] == tc.CLT_CONFIG["n_features"]
     assert load_record()["train"]["mix"]  # the CLT was trained on the model's own mix
+
+
+def test_quality_measure_matches_a_brute_force_loop(rm):
+    """`measure_clt`'s NMSE and L0 equal a loop over texts, one at a time, that reads the true
+    MLP outputs from the model and the reconstruction error and features from the spliced run
+    (error = MLP output minus reconstruction, computed by the splicing hooks)."""
+    import dataclasses
+
+    corpus = load_corpus()
+    texts = random.Random(1).sample(corpus.train_texts(), 150)
+    small = dataclasses.replace(corpus, train={"sample": tuple(texts)})
+    q = tc.measure_clt(rm.lens, rm.clt, small)
+    L = rm.n_layers
+    err, ys, active, n = [0.0] * L, [[] for _ in range(L)], [0.0] * L, 0
+    for text in texts:
+        tokens = rm.lens.tokens(text)
+        with torch.no_grad():
+            _, cache = rm.lens.run_with_cache(tokens, [rm.lens.mlp_out(i) for i in range(L)])
+            run = rm.capture(tokens)
+        n += tokens.shape[1] - 1  # BOS left out
+        for i in range(L):
+            ys[i].append(cache[rm.lens.mlp_out(i)][0, 1:].double())
+            err[i] += float(run.errors[i][0, 1:].double().pow(2).sum())
+            active[i] += float((run.features[i][0, 1:] > 0).sum())
+    assert q.n_tokens == n
+    for i in range(L):
+        y = torch.cat(ys[i])
+        nmse = err[i] / float((y - y.mean(0)).pow(2).sum())
+        assert q.nmse[i] == pytest.approx(nmse, rel=1e-3)
+        assert q.l0[i] == pytest.approx(active[i] / n, rel=0.02)

@@ -32,26 +32,30 @@ def model_dir() -> Path:
     if not (MODEL_DIR / "config.json").is_file():
         raise CheckpointError(
             f"the shipped toy model is missing from {MODEL_DIR}; reinstall tl_clt or retrain it "
-            f"with `python -m tl_clt.toy.train --out {MODEL_DIR}`"
+            f"with `python -m tl_clt.toy.train --stage model --out {WEIGHTS_DIR}`"
         )
     return MODEL_DIR
 
 
-def load_hf(device: str | None = None) -> tuple[Any, Any]:
-    """The shipped model as a `transformers` GPT2LMHeadModel (eval mode) and its tokenizer."""
+def load_hf(device: str | None = None, directory: str | Path | None = None) -> tuple[Any, Any]:
+    """The shipped model (or the toy model saved in `directory`) as a `transformers`
+    GPT2LMHeadModel (eval mode) and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory = model_dir()
+    directory = model_dir() if directory is None else Path(directory)
     model = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
     if device is not None:
         model = model.to(device)
     return model, AutoTokenizer.from_pretrained(str(directory))
 
 
-def load_model(backend: Backend = "auto", device: str | None = None) -> Lens:
-    """The shipped toy model as a TransformerLens model (`TransformerBridge` under
-    transformer-lens 4.x, `HookedTransformer` under 3.x with backend "auto")."""
-    model, tokenizer = load_hf(device)
+def load_model(
+    backend: Backend = "auto", device: str | None = None, directory: str | Path | None = None
+) -> Lens:
+    """The shipped toy model (or one saved by `python -m tl_clt.toy.train` in `directory`, named
+    as the shipped one) as a TransformerLens model (`TransformerBridge` under transformer-lens
+    4.x, `HookedTransformer` under 3.x with backend "auto")."""
+    model, tokenizer = load_hf(device, directory)
     return from_hf(model, tokenizer, name=MODEL_NAME, backend=backend)
 
 

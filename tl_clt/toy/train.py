@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from tl_clt.io import atomic_write_text
 from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
-from tl_clt.toy.load import RECORD_FILE
+from tl_clt.toy.load import MODEL_NAME, RECORD_FILE, load_model
 from tl_clt.toy.tasks import Accuracy, evaluate, format_accuracy
 
 
@@ -185,7 +185,7 @@ def evaluate_model(model, tokenizer, corpus: Corpus, held_out: bool = True) -> l
     copy: building the TransformerLens model may rearrange the Hugging Face model's weights)."""
     from tl_clt.lens import from_hf
 
-    lens = from_hf(copy.deepcopy(model), tokenizer, name="tl-clt-toy")
+    lens = from_hf(copy.deepcopy(model), tokenizer, name=MODEL_NAME)
     return evaluate(lens, [it for it in corpus.items if it.held_out == held_out])
 
 
@@ -258,25 +258,13 @@ def train_model_stage(args: argparse.Namespace, out: Path) -> None:
     print(f"saved to {out}")
 
 
-def _toy_lens(directory: Path):
-    """The toy model saved in `directory`, named as the shipped one is (transcoders record the
-    name of the model they were made for)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tl_clt.lens import from_hf
-    from tl_clt.toy.load import MODEL_NAME
-
-    hf = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
-    return from_hf(hf, AutoTokenizer.from_pretrained(str(directory)), name=MODEL_NAME)
-
-
 def train_clt_stage(out: Path, threads: int = 2) -> None:
     """Train the transcoder on the model in `out/model`, measure it, and save it (weights,
     config, metrics, curves, quality record; no checkpoints) into `out/clt`."""
     from tl_clt.toy import transcoder as tc
 
     torch.set_num_threads(threads)
-    lens = _toy_lens(out / "model")
+    lens = load_model(directory=out / "model")  # named as the shipped model, which CLTs record
     record = json.loads((out / "model" / RECORD_FILE).read_text())
     corpus = build_corpus(CorpusConfig(**record["corpus"]))
     run = Path(tempfile.mkdtemp(prefix="tl_clt_toy_clt_"))
@@ -284,19 +272,17 @@ def train_clt_stage(out: Path, threads: int = 2) -> None:
     tc.train_clt(lens, corpus, run, mix=record["train"]["mix"])
     wall = time.perf_counter() - t0
     print(f"trained the transcoder in {wall:.0f}s ({threads} threads)")
-    finish_clt(run, out, wall, threads)
+    finish_clt(run, out, lens, corpus, wall, threads)
 
 
-def finish_clt(run: Path, out: Path, wall: float, threads: int) -> None:
-    """Measure the transcoder trained into `run` on the model in `out/model`, write its quality
-    record, drop its checkpoints, and move it to `out/clt` (replacing what was there)."""
+def finish_clt(run: Path, out: Path, lens, corpus, wall: float, threads: int) -> None:
+    """Measure the transcoder trained into `run` on `lens` (the model in `out/model`) over
+    `corpus`, write its quality record, drop its checkpoints, and move it to `out/clt`
+    (replacing what was there)."""
     from tl_clt.clt import CrossLayerTranscoder
     from tl_clt.replacement import ReplacementModel
     from tl_clt.toy import transcoder as tc
 
-    lens = _toy_lens(out / "model")
-    record = json.loads((out / "model" / RECORD_FILE).read_text())
-    corpus = build_corpus(CorpusConfig(**record["corpus"]))
     clt = CrossLayerTranscoder.from_pretrained(run)
     quality = tc.measure_clt(lens, clt, corpus)
     held = [it for it in corpus.items if it.held_out]
