@@ -281,25 +281,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--budget", type=int, default=512, help="feature-node budget to compare")
-    parser.add_argument("--gemma", choices=["auto", "tiny", "skip"], default="auto")
+    parser.add_argument("--gemma", choices=["auto", "tiny", "skip", "only"], default="auto",
+                        help="the Gemma-2-2B-shape case: when CUDA is there (auto), at toy size on "
+                             "CPU (tiny), never (skip), or alone on CUDA (only)")  # fmt: skip
     parser.add_argument("--gemma-batch", type=int, default=128,
                         help="targets per backward pass in the Gemma-shape case (memory)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    what, rm, prompts = benchmark_pair()
-    device = rm.lens.device
-    print(f"# {what}; {type(rm.lens.model).__name__}; device {device}; {args.threads} thread(s)")
-    run_lengths(rm, prompts, args.budget)
-    run_case_studies(rm)
-    run_phases(rm, prompts[min(2, len(prompts) - 1)])
-    run_phases(rm, prompts[min(2, len(prompts) - 1)], max_feature_nodes=args.budget)
-    if args.gemma == "skip" or (args.gemma == "auto" and not torch.cuda.is_available()):
+    if args.gemma != "only":
+        what, rm, prompts = benchmark_pair()
+        device = rm.lens.device
+        print(
+            f"# {what}; {type(rm.lens.model).__name__}; device {device}; {args.threads} thread(s)"
+        )
+        run_lengths(rm, prompts, args.budget)
+        run_case_studies(rm)
+        run_phases(rm, prompts[min(2, len(prompts) - 1)])
+        run_phases(rm, prompts[min(2, len(prompts) - 1)], max_feature_nodes=args.budget)
+    if args.gemma == "skip" or (args.gemma in ("auto", "only") and not torch.cuda.is_available()):
         print("# Gemma-2-2B-shape case skipped (no CUDA; --gemma tiny checks its code path)")
         return
     gpu = (
         torch.device("cuda")
-        if torch.cuda.is_available() and args.gemma == "auto"
+        if torch.cuda.is_available() and args.gemma in ("auto", "only")
         else torch.device("cpu")
     )
     what, rm, ids, budget = gemma_shape(args.gemma == "tiny", gpu)
@@ -317,6 +322,14 @@ def main() -> None:
         f"replacement {pruned.info.replacement_score:.3f}, completeness {pruned.info.completeness_score:.3f}"
     )
     run_phases(rm, ids, max_feature_nodes=budget, batch_size=args.gemma_batch)
+    if gpu.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16,
+                                        max_name_column_width=48))  # fmt: skip
 
 
 if __name__ == "__main__":

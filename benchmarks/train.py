@@ -135,6 +135,7 @@ class GpuResult(NamedTuple):
 def gpu_case(
     device: str, n_layers: int = 12, d_model: int = 768, n_features: int = 8192, k: int = 64,
     batch_size: int = 4096, steps: int = 20, warmup: int = 3, dense: bool = False,
+    profile: bool = False,
 ) -> GpuResult:  # fmt: skip
     """Training tokens/s of a TopK CLT on random activations, bf16 autocast."""
     cfg = CLTConfig(n_layers, d_model, n_features, activation="topk", k=k)
@@ -155,7 +156,19 @@ def gpu_case(
             t0 = time.perf_counter()
         trainer.train_step(x, y)
     _sync(device)
-    return GpuResult(steps * batch_size / (time.perf_counter() - t0), clt)
+    result = GpuResult(steps * batch_size / (time.perf_counter() - t0), clt)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        kinds = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with torch_profile(activities=kinds) as prof:
+            for _ in range(3):
+                trainer.train_step(x, y)
+            _sync(device)
+        key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=48))
+    return result
 
 
 def _sync(device: str) -> None:
@@ -180,6 +193,9 @@ def main() -> None:
     parser.add_argument(
         "--gpu-smoke", action="store_true", help="the GPU case at a tiny size on CPU"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="print where the GPU case's step time goes"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.skip_cpu:
@@ -187,14 +203,16 @@ def main() -> None:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         print(f"\nGPU ({name}): 12 layers, d_model 768, 8192 features/layer, TopK k=64, bf16")
-        for dense, batch in ((False, 4096), (False, 16384), (True, 4096)):
-            tps = gpu_case("cuda", dense=dense, batch_size=batch).tokens_per_s
-            kind = "dense decode (baseline)" if dense else "sparse decode"
+        for dense, batch in ((True, 4096), (True, 16384), (False, 4096)):
+            profile = args.profile and dense and batch == 4096
+            tps = gpu_case("cuda", dense=dense, batch_size=batch, profile=profile).tokens_per_s
+            kind = "dense decode (default on CUDA)" if dense else "sparse decode (embedding_bag)"
             print(f"  {kind}, batch {batch}: {tps:,.0f} tokens/s", flush=True)
     elif args.gpu_smoke:
         tps = gpu_case(
-            "cpu", n_layers=3, d_model=32, n_features=64, k=4, batch_size=64, steps=3
-        ).tokens_per_s
+            "cpu", n_layers=3, d_model=32, n_features=64, k=4, batch_size=64, steps=3,
+            profile=args.profile,
+        ).tokens_per_s  # fmt: skip
         print(f"\nGPU case code path at a tiny size on CPU: {tps:,.0f} tokens/s")
     else:
         print("\nno CUDA device: the 12-layer d_model 768 GPU case was not run")

@@ -220,10 +220,9 @@ class CrossLayerTranscoder(HookedRootModule):
         self, x: Float[Tensor, "... n_layers d_model"]
     ) -> Float[Tensor, "... n_layers n_features"]:
         """Feature activations of every layer from every layer's input."""
-        h = self.pre_activations(x)
-        acts = []
-        for layer, hooks in enumerate(self.blocks):
-            h_l = hooks.hook_feature_pre(h[..., layer, :])
+        acts = []  # unbind, not one select per layer: its backward writes a single stack
+        for layer, (hooks, h) in enumerate(zip(self.blocks, self.pre_activations(x).unbind(-2))):
+            h_l = hooks.hook_feature_pre(h)
             acts.append(hooks.hook_features(self.activate(h_l, layer)))
         return torch.stack(acts, dim=-2)
 
@@ -243,13 +242,11 @@ class CrossLayerTranscoder(HookedRootModule):
         self, acts: Float[Tensor, "... n_layers n_features"]
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruction of every layer's output from dense activations."""
-        L = self.cfg.n_layers
-        out = [None] * L
-        for s in range(L):
+        out = None
+        for s, a in enumerate(acts.unbind(-2)):  # one backward stack, not a select per layer
             w = self.W_dec[self._enc(s)]  # [F, T, d]
-            contrib = (acts[..., s, :] @ w.flatten(1)).unflatten(-1, w.shape[1:])
-            for j, t in enumerate(self.targets(s)):
-                out[t] = contrib[..., j, :] if out[t] is None else out[t] + contrib[..., j, :]
+            contrib = (a @ w.flatten(1)).unflatten(-1, w.shape[1:])
+            out = self._accumulate(out, contrib, s)
         return self._finish(out)
 
     def decode_sparse(
@@ -259,7 +256,7 @@ class CrossLayerTranscoder(HookedRootModule):
         `embedding_bag` per source layer), never a dense [tokens, layers, features] tensor.
         `RaggedFeatures` give each token its own number of active features (BatchTopK)."""
         L = self.cfg.n_layers
-        out = [None] * L
+        out = None
         for s in range(L):
             w = self.W_dec[self._enc(s)]  # [F, T, d]
             if isinstance(features, RaggedFeatures):
@@ -269,15 +266,24 @@ class CrossLayerTranscoder(HookedRootModule):
             contrib = F.embedding_bag(
                 idx, w.flatten(1), offsets, per_sample_weights=val.to(w.dtype), mode="sum"
             ).unflatten(-1, w.shape[1:])
-            for j, t in enumerate(self.targets(s)):
-                out[t] = contrib[:, j] if out[t] is None else out[t] + contrib[:, j]
+            out = self._accumulate(out, contrib, s)
         recon = self._finish(out)
         return recon if batch_shape is None else recon.reshape(*batch_shape, L, self.cfg.d_model)
 
-    def _finish(self, out: list[Tensor]) -> Tensor:
+    def _accumulate(self, out: Tensor | None, contrib: Tensor, source: int) -> Tensor:
+        """Add a source layer's decoder writes [..., T, d] into its target layers' slice of
+        `out` [..., n_layers, d] in place (a slice, not one select per target: their backward
+        would each allocate a zero tensor of the whole contribution's size)."""
+        t = self.targets(source)
+        if out is None:
+            out = contrib.new_zeros(*contrib.shape[:-2], self.cfg.n_layers, contrib.shape[-1])
+        out[..., t.start : t.stop, :] += contrib
+        return out
+
+    def _finish(self, out: Float[Tensor, "... n_layers d_model"]) -> Tensor:
         recons = [
             self.blocks[t].hook_recons(o / self.output_scale[t] + self.b_dec[t])
-            for t, o in enumerate(out)
+            for t, o in enumerate(out.unbind(-2))
         ]
         return torch.stack(recons, dim=-2)
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The GPU figures of the benchmarks, on a lent machine with PyTorch but without this project's
+# other packages (carried as wheels in .whl/). Writes each benchmark's output to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-checks}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+python3 -c "import torch, transformers, transformer_lens; print(torch.__version__, transformers.__version__, transformer_lens.__version__)"
+timeout 260 python3 benchmarks/attribute.py --gemma only 2>&1 | tee "$OUT/attribute.txt"
+timeout 150 python3 benchmarks/train.py --skip-cpu --profile 2>&1 | tee "$OUT/train.txt"
+timeout 60 python3 benchmarks/decode_kernels.py 2>&1 | grep -v Warning | tee "$OUT/decode.txt"
