@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,7 @@ def bag_bf16(idx, val, w):
 
 def csr(idx, val, w):
     n, k = idx.shape
+    warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
     crow = torch.arange(0, n * k + 1, k, device=idx.device)
     idx, order = idx.sort(dim=-1)  # CSR wants each row's columns in order
     val = val.gather(-1, order)
