@@ -56,7 +56,7 @@ class Trainer:
     #: (one bf16 matmul per source layer), False from the active features' decoder rows only
     #: (`decode_sparse`, an embedding_bag), None (default) densely on CUDA and sparsely on CPU.
     #: On an H100 at 8,192 features and k = 64 the dense matmul was the faster of the two
-    #: (benchmarks/train.py, docs/training.md); on CPU the sparse path is.
+    #: (benchmarks/train.py, docs/training.md); on CPU, at this project's sizes, the sparse one was.
     dense_decode: bool | None = None
 
     def __init__(
