@@ -4,10 +4,13 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-checks}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+if compgen -G ".whl/*.whl" > /dev/null; then  # packages carried as wheels (no network there)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 python3 -c "import torch, transformers, transformer_lens; print(torch.__version__, transformers.__version__, transformer_lens.__version__)"
 timeout 260 python3 benchmarks/attribute.py --gemma only 2>&1 | tee "$OUT/attribute.txt"
 timeout 150 python3 benchmarks/train.py --skip-cpu --profile 2>&1 | tee "$OUT/train.txt"
-timeout 60 python3 benchmarks/decode_kernels.py 2>&1 | grep -v Warning | tee "$OUT/decode.txt"
+timeout 60 python3 benchmarks/decode_kernels.py 2>&1 | tee "$OUT/decode.txt"
+timeout 120 python3 scripts/gpu_smoke.py 2>&1 | tee "$OUT/smoke.txt"
