@@ -9,7 +9,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then  # packages carried as wheels (no n
         --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-python3 -c "import torch, transformers, transformer_lens; print(torch.__version__, transformers.__version__, transformer_lens.__version__)"
+python3 -c "from importlib.metadata import version as v; print(*(f\"{p} {v(p)}\" for p in (\"torch\", \"transformers\", \"transformer-lens\")))"
 timeout 260 python3 benchmarks/attribute.py --gemma only 2>&1 | tee "$OUT/attribute.txt"
 timeout 150 python3 benchmarks/train.py --skip-cpu --profile 2>&1 | tee "$OUT/train.txt"
 timeout 60 python3 benchmarks/decode_kernels.py 2>&1 | tee "$OUT/decode.txt"
