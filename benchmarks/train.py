@@ -8,10 +8,11 @@ BOS). Before it: activation-collection tokens/s against a plain forward pass.
 
 GPU case (runs when CUDA is available, or at a tiny size on CPU with --gpu-smoke): a 12-layer
 d_model 768 CLT, 8192 features per layer, TopK k=64, bf16 autocast, random activations;
-training tokens/s with sparse decoding (embedding_bag over active decoder rows) and with the
-dense baseline that decodes through every decoder.
+training tokens/s with dense decoding (one bf16 matmul per source layer, the default on CUDA)
+and with sparse decoding (embedding_bag over the active features' decoder rows); --profile
+prints where the dense step's time goes.
 
-    python benchmarks/train.py [--tokens 200000] [--only cross_layer] [--gpu-smoke]
+    python benchmarks/train.py [--tokens 200000] [--only cross_layer] [--gpu-smoke] [--profile]
 """
 
 from __future__ import annotations
