@@ -4,7 +4,10 @@ activation over the state's training cities most exceeds its mean over every oth
 (the same selection as demos/two_hop.py), and whether its offline label names the state, its
 capital or one of its cities.
 
-    python benchmarks/state_labels.py [--index demos/out/features.db] [--k 1]
+The index is the demos' (`demos/out/features.db`, built if missing or made for another
+transcoder), labelled with the shipped token classes as `tl-clt label` does.
+
+    python benchmarks/state_labels.py [--out demos/out] [--k 1]
 """
 
 from __future__ import annotations
@@ -19,17 +22,15 @@ sys.path.insert(0, str(ROOT / "demos"))
 import _kit  # noqa: E402
 
 import tl_clt.toy as toy  # noqa: E402
-from tl_clt import FeatureIndex, build_feature_index  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--index", type=Path, default=ROOT / "demos" / "out" / "features.db")
+    p.add_argument("--out", type=Path, default=_kit.OUT, help="where the index is kept")
     p.add_argument("--k", type=int, default=1, help="a state counts if any of its k best does")
     args = p.parse_args()
     rm = _kit.replacement()
-    index = (FeatureIndex(args.index) if args.index.is_file()
-             else build_feature_index(rm.clt, rm.lens, path=args.index))  # fmt: skip
+    index = _kit.feature_index(args.out)
     items = toy.load_items("two_hop", held_out=None)
     train = [it for it in items if not it.held_out]
     states = sorted({it.state for it in items})
@@ -44,7 +45,7 @@ def main() -> None:
         for f in found[s]:
             label = index.label(f.layer, f.feature)
             text = label.text if label else ""
-            ok = any(w.strip(",;:") in names for w in text.split())
+            ok = any(w.strip(",;:()") in names for w in text.split())
             hit |= ok
             score = f"{label.score.score:.2f}" if label and label.score else "-"
             print(f"| {s} | {f} | {text} | {score} | {'yes' if ok else 'no'} |")

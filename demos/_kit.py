@@ -23,12 +23,14 @@ import tl_clt.toy as toy
 from tl_clt import (
     AttributionGraph,
     FeatureIndex,
+    IndexMismatchError,
     Intervention,
     ReplacementModel,
     attribute,
     build_feature_index,
     render_graph,
 )
+from tl_clt.labels.source import shipped_token_classes
 
 OUT = Path(__file__).resolve().parent / "out"
 SHIFT_K, SHIFT_GAIN = 256, 1.5  # `shift`: features moved per position, and by how much
@@ -259,13 +261,18 @@ _INDEX: dict[Path, FeatureIndex] = {}
 
 
 def feature_index(out: Path) -> FeatureIndex:
-    """The shipped transcoder's feature index over the shipped corpus, with labels: built into
-    `out` the first time, reopened afterwards (`build_feature_index` refuses an index made for
-    another transcoder)."""
+    """The transcoder's feature index over the shipped corpus, labelled with the shipped token
+    classes (as `tl-clt label` does): built into `out` the first time, reopened afterwards,
+    rebuilt when it was made for another transcoder (it is a cache of the demos)."""
     path = (out / "features.db").resolve()
     if path not in _INDEX:
         rm = replacement()
-        _INDEX[path] = build_feature_index(rm.clt, rm.lens, path=path, progress=True)
+        kw = dict(path=path, progress=True, token_classes=shipped_token_classes())
+        try:
+            _INDEX[path] = build_feature_index(rm.clt, rm.lens, **kw)
+        except IndexMismatchError as e:  # made for another transcoder: rebuild the cache
+            print(f"rebuilding {path}: {e}")
+            _INDEX[path] = build_feature_index(rm.clt, rm.lens, overwrite=True, **kw)
     return _INDEX[path]
 
 

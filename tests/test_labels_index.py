@@ -12,7 +12,7 @@ from conftest import get_model, random_clt
 
 from tl_clt import ReplacementModel, build_feature_index
 from tl_clt import hooks as H
-from tl_clt.errors import InputError
+from tl_clt.errors import IndexMismatchError, InputError
 from tl_clt.labels import FeatureIndex, IndexConfig, TensorSource
 from tl_clt.labels.logits import top_logit_effects
 from tl_clt.lens.build import tiny_hf_model
@@ -121,11 +121,35 @@ def test_interrupted_run_resumes_to_the_same_database(tmp_path, per_pass, stop_a
     assert index.n_live() > 0 and next(index.labels(), None) is not None
 
 
+def test_labels_are_kept_for_the_same_classes_and_redone_for_others(tmp_path):
+    """Building again with the same token classes (or none) keeps the stored labels; other
+    classes label every feature again."""
+    lens, clt, tokens = setup(n_seq=8)
+    path = tmp_path / "f.db"
+    classes = {"low": [lens.to_str_tokens(torch.tensor([3]))[0]]}
+    index = build_feature_index(clt, lens, tokens, path, CFG, token_classes=classes,
+                                progress=False)  # fmt: skip
+    marker = "set by hand"
+    with index.conn:
+        index.conn.execute("UPDATE labels SET label=?", (marker,))
+
+    def texts(ix):
+        return {lab.text for lab in ix.labels()}
+
+    assert texts(build_feature_index(clt, lens, tokens, path, CFG, token_classes=dict(classes),
+                                     progress=False)) == {marker}  # fmt: skip
+    assert texts(build_feature_index(clt, lens, tokens, path, CFG, progress=False)) == {marker}
+    other = {"low": classes["low"] + [lens.to_str_tokens(torch.tensor([4]))[0]]}
+    relabelled = build_feature_index(clt, lens, tokens, path, CFG, token_classes=other,
+                                     progress=False)  # fmt: skip
+    assert marker not in texts(relabelled) and len(texts(relabelled)) > 1
+
+
 def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     lens, clt, tokens = setup(n_seq=8)
     path = tmp_path / "f.db"
     build_feature_index(clt, lens, tokens, path, CFG, label=False, progress=False)
-    with pytest.raises(InputError, match="other settings.*config"):
+    with pytest.raises(IndexMismatchError, match="other settings.*config"):
         build_feature_index(clt, lens, tokens, path, IndexConfig(k=3), label=False, progress=False)
     index = build_feature_index(
         clt, lens, tokens, path, IndexConfig(k=3), overwrite=True, label=False, progress=False

@@ -10,6 +10,7 @@ from tl_clt.effects import compare_with_graph, feature_effects
 from tl_clt.errors import (
     CheckpointError,
     ConfigError,
+    IndexMismatchError,
     InputError,
     ModelMismatchError,
     TLCLTError,
@@ -37,6 +38,7 @@ __all__ = [
     "CrossLayerTranscoder",
     "FeatureIndex",
     "GroupedGraph",
+    "IndexMismatchError",
     "InputError",
     "Intervention",
     "Lens",

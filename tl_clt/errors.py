@@ -30,6 +30,11 @@ class InputError(TLCLTError, ValueError):
     """Bad input to an analysis call: an empty prompt, a feature or layer out of range, ..."""
 
 
+class IndexMismatchError(InputError):
+    """A feature index file was made with other settings (transcoder, model, corpus or
+    configuration) than the ones given."""
+
+
 class UnsupportedModelError(TLCLTError, NotImplementedError):
     """A model family or option that tl_clt cannot handle yet."""
 

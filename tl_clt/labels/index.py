@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_clt.clt import CrossLayerTranscoder
-from tl_clt.errors import InputError
+from tl_clt.errors import IndexMismatchError, InputError
 from tl_clt.labels import store
 from tl_clt.labels.logits import top_logit_effects
 from tl_clt.labels.reader import FeatureIndex
@@ -63,7 +63,9 @@ def build_feature_index(
     token sequences [n_seq, seq_len], a list of texts, or a `TokenSource` (default: the shipped
     corpus). Re-running with the same arguments resumes an interrupted run (or returns the
     finished index); `overwrite=True` starts afresh. With `label`, every live feature gets an
-    offline label and a detection score (`token_classes` names token classes for the labels).
+    offline label and a detection score (`token_classes` names token classes for the labels);
+    an index already labelled with the same classes, or run again without classes, keeps its
+    labels.
     """
     cfg = config or IndexConfig()
     lens, clt = _resolve(clt, model)
@@ -90,21 +92,25 @@ def build_feature_index(
     finally:
         conn.close()
     index = FeatureIndex(path)
-    if label and not (token_classes is None and _scored(index)):
+    classes = "" if token_classes is None else classes_fingerprint(token_classes)
+    labelled = index.meta.get("label_classes")  # set once labels and scores are written
+    if label and (labelled is None or (token_classes is not None and labelled != classes)):
         from tl_clt.labels.explainers import label_features
         from tl_clt.labels.scoring import score_labels
 
         label_features(index, token_classes=token_classes, progress=progress)
         score_labels(index, progress=progress)
+        with index.conn:
+            store.set_meta(index.conn, {"label_classes": classes})
+        index.meta["label_classes"] = classes
     return index
 
 
-def _scored(index: FeatureIndex) -> bool:
-    """Whether every live feature already has a scored offline label (a finished run)."""
-    (n,) = index.conn.execute(
-        "SELECT COUNT(*) FROM labels WHERE explainer='offline' AND score IS NOT NULL"
-    ).fetchone()
-    return n >= index.n_live()
+def classes_fingerprint(token_classes: Mapping[str, Iterable[str]]) -> str:
+    """A short hash of token classes (names and members, order ignored): an index labelled
+    with the same classes is not labelled again."""
+    canon = sorted((str(k), sorted(map(str, v))) for k, v in token_classes.items())
+    return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
 
 
 def _resolve(clt: CrossLayerTranscoder | None, model: Any) -> tuple[Lens, CrossLayerTranscoder]:
@@ -152,7 +158,7 @@ def _check_identity(conn, identity: dict, path: Path) -> None:
     old = meta.get("identity")
     if old != identity:
         changed = sorted(k for k in identity if old is None or old.get(k) != identity[k])
-        raise InputError(
+        raise IndexMismatchError(
             f"{path} holds an index made with other settings (differing: {', '.join(changed)}); "
             "pass overwrite=True (--overwrite) to replace it, or choose another path"
         )
