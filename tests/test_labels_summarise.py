@@ -91,6 +91,23 @@ def test_an_intermediate_state_feature_names_its_state_or_its_cities():
     )
 
 
+def test_a_function_word_feature_gets_the_topic_it_fires_in():
+    """A feature on "is" after Texas cities (and in a few other sentences) is labelled by its
+    token, plus the class its contexts share ("in: texas (...)"), unless the negatives hold
+    that class as often."""
+    others = [c for s in ("ohio", "oregon") for c in CITIES[s]]
+    pos = [example(f"we know {c} is".split(), 3) for c in CITIES["texas"] * 2]
+    pos += [example(f"we know it {w} is".split(), 4) for w in ("now", "here", "so", "then")]
+    filler = [w for w in FILLER if w != "is"] + others
+    neg = random_negatives(300, seed=3, words=filler)
+    neg += [Context(tuple(f"we know it {w} is".split()), 4) for w in ("new", "old")]
+    label = summarise(features(pos, neg))
+    assert label.text.startswith("on: is; in: texas (")
+    assert label.rule.offsets == (0,) and label.rule.tokens == frozenset({"is"})  # scored part
+    common = neg + random_negatives(300, seed=4, words=filler + CITIES["texas"] * 3)
+    assert "in:" not in summarise(features(pos, common)).text
+
+
 def test_says_names_the_promoted_token_when_it_stands_out():
     pos = [example(sentence(c), 7) for c in CITIES["texas"] * 2]
     neg = random_negatives(100)

@@ -12,6 +12,11 @@ How it decides (training-split data only):
    cost growing with log2(1 + n); a token class (a state's cities, numbers) costs one token.
 3. The best rule over offsets, sets and classes names what the feature fires on; tokens the
    decoders promote far above the rest of the vocabulary (z >= `says_z`) name what it says.
+4. The topic around it: the token class with a member anywhere in the offsets' window of the
+   most positives, if that is at least `context_share` of them and `context_lift` times its
+   rate among the negative positions, and the rule does not already name it ("on: is; in:
+   texas (dallas, houston)": a feature on "is" after Texas cities). It describes; the score is
+   the rule's alone.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ class SummariserConfig:
     penalty·log2(1 + n); a class costs as much as one token). min_score: a rule whose balanced
     accuracy on the training contexts is lower is shown as "(weak)". says_z / max_says:
     promoted tokens at least this many standard deviations above the vocabulary's mean effect,
-    at most this many, make the "says" part. shown: tokens listed in the label."""
+    at most this many, make the "says" part. shown: tokens listed in the label.
+    context_share / context_lift: the "in:" part's least share of positives with a member of
+    the class in their window, and its least ratio to the class's rate among the negatives."""
 
     offsets: tuple[int, ...] = (0, -1, -2, -3, 1)
     max_tokens: int = 6
@@ -43,6 +50,8 @@ class SummariserConfig:
     says_z: float = 4.0
     max_says: int = 3
     shown: int = 3
+    context_share: float = 1 / 3
+    context_lift: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,40 @@ def rule_text(c: Candidate, shown: int) -> str:
     return f"{prefix}: {listed}" + (f" +{more}" if more > 0 else "")
 
 
+def context_text(
+    positives: list[Context],
+    negatives: list[Context],
+    classes: Mapping[str, frozenset[str]],
+    rule: Rule | None,
+    cfg: SummariserConfig,
+) -> str | None:
+    """The "in:" part (see the module docstring): the token class found in the most positive
+    windows, if it is common there, rare at the negative positions, and not what the rule
+    already names."""
+    if not positives:
+        return None
+
+    def rate(contexts: list[Context], members: frozenset[str]) -> float:
+        hits = sum(any(c.at(o) in members for o in cfg.offsets) for c in contexts)
+        return hits / len(contexts) if contexts else 0.0
+
+    named = set(rule.tokens) if rule is not None else set()
+    best, best_share = None, 0.0
+    for name, members in classes.items():
+        if name == (rule.name if rule else None) or named & members:
+            continue
+        share = rate(positives, members)
+        if (share >= max(cfg.context_share, best_share + 1e-12)
+                and share >= cfg.context_lift * rate(negatives, members)):  # fmt: skip
+            best, best_share = name, share
+    if best is None:
+        return None
+    members = classes[best]
+    seen = Counter(t for c in positives for o in cfg.offsets if (t := c.at(o)) in members)
+    shown = sorted(seen, key=lambda t: (-seen[t], t))[: cfg.shown]
+    return f"in: {best} ({', '.join(shown)})"
+
+
 def says_text(ex: FeatureExamples, cfg: SummariserConfig) -> str | None:
     says = [e.token for e in ex.logits.promote if e.z >= cfg.says_z][: cfg.max_says]
     return "says: " + ", ".join(normalise(t) for t in says) if says else None
@@ -161,6 +204,9 @@ def summarise(ex: FeatureExamples, cfg: SummariserConfig | None = None) -> Label
             rule = best.rule
             text = rule_text(best, cfg.shown)
             parts.append(text if best.score >= cfg.min_score else f"(weak) {text}")
+        topic = context_text(positives, ex.negatives, ex.token_classes, rule, cfg)
+        if topic:
+            parts.append(topic)
     says = says_text(ex, cfg)
     if says:
         parts.append(says)
