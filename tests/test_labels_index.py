@@ -139,6 +139,11 @@ def test_labels_are_kept_for_the_same_classes_and_redone_for_others(tmp_path):
     assert texts(build_feature_index(clt, lens, tokens, path, CFG, token_classes=dict(classes),
                                      progress=False)) == {marker}  # fmt: skip
     assert texts(build_feature_index(clt, lens, tokens, path, CFG, progress=False)) == {marker}
+    with index.conn:  # labelled by an older summariser: labelled again
+        index.conn.execute("UPDATE meta SET value='1' WHERE key='summariser_version'")
+    assert marker not in texts(build_feature_index(clt, lens, tokens, path, CFG, progress=False))
+    with index.conn:
+        index.conn.execute("UPDATE labels SET label=?", (marker,))
     other = {"low": classes["low"] + [lens.to_str_tokens(torch.tensor([4]))[0]]}
     relabelled = build_feature_index(clt, lens, tokens, path, CFG, token_classes=other,
                                      progress=False)  # fmt: skip

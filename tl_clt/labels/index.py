@@ -36,6 +36,7 @@ from tl_clt.labels.logits import top_logit_effects
 from tl_clt.labels.reader import FeatureIndex
 from tl_clt.labels.source import TokenSource, as_source, default_source, shipped_model_and_clt
 from tl_clt.labels.stream import HIST_EDGES, IndexConfig, new_state, update
+from tl_clt.labels.summarise import VERSION
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 
@@ -64,8 +65,8 @@ def build_feature_index(
     corpus). Re-running with the same arguments resumes an interrupted run (or returns the
     finished index); `overwrite=True` starts afresh. With `label`, every live feature gets an
     offline label and a detection score (`token_classes` names token classes for the labels);
-    an index already labelled with the same classes, or run again without classes, keeps its
-    labels.
+    an index already labelled by this summariser version with the same classes (or run again
+    without classes) keeps its labels.
     """
     cfg = config or IndexConfig()
     lens, clt = _resolve(clt, model)
@@ -94,15 +95,17 @@ def build_feature_index(
     index = FeatureIndex(path)
     classes = "" if token_classes is None else classes_fingerprint(token_classes)
     labelled = index.meta.get("label_classes")  # set once labels and scores are written
-    if label and (labelled is None or (token_classes is not None and labelled != classes)):
+    stale = index.meta.get("summariser_version") != VERSION
+    if label and (labelled is None or stale or (token_classes is not None and labelled != classes)):
         from tl_clt.labels.explainers import label_features
         from tl_clt.labels.scoring import score_labels
 
         label_features(index, token_classes=token_classes, progress=progress)
         score_labels(index, progress=progress)
+        done = {"label_classes": classes, "summariser_version": VERSION}
         with index.conn:
-            store.set_meta(index.conn, {"label_classes": classes})
-        index.meta["label_classes"] = classes
+            store.set_meta(index.conn, done)
+        index.meta.update(done)
     return index
 
 

@@ -28,6 +28,10 @@ from dataclasses import dataclass
 
 from tl_clt.labels.types import Context, FeatureExamples, Label, Rule, normalise
 
+#: Bumped whenever the summariser's output changes: an index labelled by another version is
+#: labelled again when it is rebuilt (`build_feature_index`).
+VERSION = 2
+
 
 @dataclass(frozen=True)
 class SummariserConfig:
