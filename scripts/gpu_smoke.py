@@ -19,6 +19,24 @@ import tl_clt
 import tl_clt.toy as toy
 
 
+def boundary(rm, run, n) -> tuple[str, float, float]:
+    """Where a feature that is active on one device only can flip: (what, margin, scale).
+    With thresholds (JumpReLU, BatchTopK): its activation minus θ. TopK: the gap between the
+    k-th and (k+1)-th largest pre-activation at its layer and position (a near-tie), or, for
+    a feature chosen with a pre-activation near 0, that pre-activation."""
+    pre = run.feature_pre[n.layer][0, n.position].detach().float()
+    if rm.clt.threshold is not None:
+        theta = float(rm.clt.threshold_at(n.layer)[n.feature].detach())
+        return f"threshold {theta:.7f}", n.activation - theta, theta
+    k = rm.clt.cfg.k
+    top = pre.topk(k + 1).values
+    tie = float(top[k - 1] - top[k])
+    here = float(pre[n.feature])
+    if abs(here) < tie:
+        return f"pre-activation {here:.2e} (TopK, ReLU at 0)", abs(here), float(top[0])
+    return f"k-th/(k+1)-th gap {tie:.2e} (TopK)", tie, float(top[0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -32,17 +50,17 @@ def main() -> None:
     key = lambda n: (n.kind.value, n.layer, n.position, n.feature, n.token_id)  # noqa: E731
     at_cpu = {key(n): i for i, n in enumerate(g_cpu.nodes)}
     at_dev = {key(n): i for i, n in enumerate(g_dev.nodes)}
-    flipped = 0  # features one side has and the other lacks must sit at their threshold
+    flipped = 0  # features one side has and the other lacks must sit at a boundary
+    run = cpu.capture(cpu.lens.tokens(prompt))
     for name, only, g, at in (("cpu", at_cpu.keys() - at_dev.keys(), g_cpu, at_cpu),
                               (dev, at_dev.keys() - at_cpu.keys(), g_dev, at_dev)):  # fmt: skip
         for k in sorted(only, key=str):
             n = g.nodes[at[k]]
-            assert n.kind.value == "feature" and cpu.clt.threshold is not None, n
-            theta = float(cpu.clt.threshold_at(n.layer)[n.feature].detach())
-            margin = n.activation - theta
-            print(f"  only on {name}: {n.label()} activation {n.activation:.7f}, threshold "
-                  f"{theta:.7f} (margin {margin:.1e})")  # fmt: skip
-            assert 0 <= margin <= 1e-5 * max(1.0, theta), "a non-boundary feature differs"
+            assert n.kind.value == "feature", n
+            what, margin, scale = boundary(cpu, run, n)
+            print(f"  only on {name}: {n.label()} activation {n.activation:.7f}, {what} "
+                  f"(margin {margin:.1e})")  # fmt: skip
+            assert 0 <= margin <= 1e-5 * max(1.0, scale), "a non-boundary feature differs"
             flipped += 1
     # Edges between shared nodes other than errors (an error node absorbs what a flipped
     # feature would have written) must agree.

@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"shipped model: {rm.lens.name} ({type(rm.model).__name__}), "
           f"{rm.lens.n_layers} layers, d_model {rm.lens.d_model}")  # fmt: skip
     cfg = rm.clt.cfg
-    print(
-        f"shipped transcoder: {cfg.architecture}, {cfg.activation}, {cfg.n_features} features per layer"
-    )
+    k = f" (k = {cfg.k})" if cfg.k else ""
+    print(f"shipped transcoder: {cfg.architecture}, {cfg.activation}{k}, "
+          f"{cfg.n_features} features per layer")  # fmt: skip
     quality = tc.measure_clt(rm.lens, rm.clt, corpus)
     rows = tc.compare(*tc.replacement_accuracy(rm, corpus.held_out()))
     print(tc.format_quality(quality, rows))
