@@ -258,12 +258,17 @@ def run_case_studies(rm: ReplacementModel) -> None:
         return
     print("scores of the whole graph and after default pruning (pruned nodes and edges count as "
           "error)")  # fmt: skip
-    print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7}  prompt")
+    print("(last two columns: the node threshold measured against features and errors only, "
+          "rank_always_kept=False)")  # fmt: skip
+    print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7} "
+          f"{'repl.':>7} {'compl.':>7}  prompt")  # fmt: skip
     for prompt in prompts:
         graph = attribute(rm, prompt, progress=False)
         whole, pruned = graph.scores(), graph.prune()
+        alt = graph.prune(rank_always_kept=False)
         print(f"{whole.replacement:>12.3f} {whole.completeness:>7.3f} "
-              f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f}  "
+              f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f} "
+              f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f}  "
               f"{prompt!r}")  # fmt: skip
 
 

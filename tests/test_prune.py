@@ -61,6 +61,19 @@ def test_prune_by_hand():
         P.prune(A, w, keep, is_feature, node_threshold=1.5)
 
 
+def test_prune_ranking_only_the_prunable_nodes_by_hand():
+    A, w, is_token, is_error, is_feature, is_logit = hand_graph()
+    keep = is_token | is_logit
+    # every node ranked: f1 .293 < 0.3, so f3 (cumulative .512) sets the cutoff: f1, f3 kept
+    r = P.prune(A, w, keep, is_feature, node_threshold=0.3, edge_threshold=1.0)
+    assert r.node_mask.tolist() == [True, True, False, True, False, True, True]
+    # features and error only (of 1.96875): f1 alone holds .381 >= 0.3, so f3 goes
+    r = P.prune(A, w, keep, is_feature, node_threshold=0.3, edge_threshold=1.0,
+                rank_always_kept=False)  # fmt: skip
+    assert r.node_mask.tolist() == [True, True, False, True, False, False, True]
+    assert set(map(tuple, r.edge_mask.nonzero().tolist())) == {(LOGIT, F1), (F1, T0)}
+
+
 def test_scores_by_hand():
     A, w, is_token, is_error, is_feature, is_logit = hand_graph()
     full = P.scores(A, w, is_error, is_token)

@@ -30,6 +30,14 @@ def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
     assert pruned.original_index is not None and pruned.n_nodes < graph.n_nodes
     assert f"{pruned.info.replacement_score:.3f}" in text
     assert json.loads((out / "demo.json").read_text())["metadata"]["slug"] == "demo"
+    alt = tmp_path / "alt"
+    assert (
+        main([*args[:-6], "--out", str(alt), "--rank-prunable-only", "--node-threshold", "0.5"])
+        == 0
+    )
+    wired = AttributionGraph.load(alt / "pruned").original_index.tolist()
+    assert wired == graph.prune(0.5, rank_always_kept=False).original_index.tolist()
+    assert wired != graph.prune(0.5).original_index.tolist()  # the flag changes the graph
     assert main([*args, "--logit-diff", "w3", "w4", "--slug", "diff"]) == 0
     diff = AttributionGraph.load(out / "graph")
     assert [n.token for n in diff.nodes if n.kind is NodeKind.LOGIT] == ["w3 - w4"]

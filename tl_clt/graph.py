@@ -166,9 +166,16 @@ class AttributionGraph:
             is_token=self.mask(NodeKind.EMBEDDING),
         )
 
-    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> AttributionGraph:
-        """The graph pruned by node then edge influence; it records its original node indices
-        and its scores (pruned nodes and edges count as error)."""
+    def prune(
+        self,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        rank_always_kept: bool = True,
+    ) -> AttributionGraph:
+        """The graph pruned by node then edge influence (`tl_clt.prune.prune`; with
+        `rank_always_kept=False` the node threshold is measured against the features' and
+        errors' influence only); it records its original node indices and its scores (pruned
+        nodes and edges count as error)."""
         w = self.logit_weights
         is_error, is_token = self.mask(NodeKind.ERROR), self.mask(NodeKind.EMBEDDING)
         result = P.prune(
@@ -178,6 +185,7 @@ class AttributionGraph:
             needs_input=self.mask(NodeKind.FEATURE),
             node_threshold=node_threshold,
             edge_threshold=edge_threshold,
+            rank_always_kept=rank_always_kept,
         )
         sc = P.scores(self.adjacency, w, is_error, is_token, result.node_mask, result.edge_mask)
         sub = P.subgraph(self.adjacency, result.node_mask, result.edge_mask)

@@ -105,16 +105,23 @@ def prune(
     needs_input: Bool[Tensor, " n"],
     node_threshold: float = 0.8,
     edge_threshold: float = 0.98,
+    rank_always_kept: bool = True,
 ) -> PruneResult:
     """Keep the most influential nodes until they hold `node_threshold` of all influence
     (plus `always_keep`: tokens and logits), then, in the graph of kept nodes, the edges
     scored by Â[i, j]·(influence_i + w_i) until `edge_threshold` of the edge score; finally
     drop, until nothing changes, nodes left without outgoing edges (unless always kept) and
-    `needs_input` nodes (features) left without incoming ones."""
+    `needs_input` nodes (features) left without incoming ones.
+
+    `rank_always_kept=False` measures `node_threshold` against the influence of the other
+    nodes only (features and errors): in a small model the tokens can hold a large share of all
+    influence, and ranking them with the rest prunes more of the features' influence than the
+    threshold suggests. The default ranks every node, as circuit-tracer does."""
     _check_fraction("node_threshold", node_threshold)
     _check_fraction("edge_threshold", edge_threshold)
     infl = influence(normalise(A), w)
-    node_mask = always_keep | ((infl >= cutoff(infl, node_threshold)) & (infl > 0))
+    ranked = infl if rank_always_kept else infl[~always_keep]
+    node_mask = always_keep | ((infl >= cutoff(ranked, node_threshold)) & (infl > 0))
     kept = A * (node_mask[:, None] & node_mask[None, :])
     Ahat = normalise(kept)
     edge_score = Ahat * (influence(Ahat, w) + w.to(Ahat.dtype))[:, None]

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="targets per backward pass")
     parser.add_argument("--node-threshold", type=float, default=0.8)
     parser.add_argument("--edge-threshold", type=float, default=0.98)
+    parser.add_argument("--rank-prunable-only", action="store_true",
+                        help="measure the node threshold against the features' and errors' "
+                        "influence only (tokens are kept anyway)")  # fmt: skip
     parser.add_argument("--paths", type=int, default=5, help="how many top paths to print")
     parser.add_argument(
         "--html", metavar="PATH", help="write the graph page (one offline HTML file)"
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         rm, args.prompt, targets=targets,
         max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
     )  # fmt: skip
-    pruned = graph.prune(args.node_threshold, args.edge_threshold)
+    pruned = graph.prune(args.node_threshold, args.edge_threshold,
+                         rank_always_kept=not args.rank_prunable_only)  # fmt: skip
     grouped = None
     if args.supernodes == "auto":
         grouped = group_supernodes(pruned, clt, index, threshold=args.supernode_threshold)
