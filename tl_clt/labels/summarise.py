@@ -15,8 +15,9 @@ How it decides (training-split data only):
 4. The topic around it: the token class with a member anywhere in the offsets' window of the
    most positives, if that is at least `context_share` of them and `context_lift` times its
    rate among the negative positions, and the rule does not already name it ("on: is; in:
-   texas (dallas, houston)": a feature on "is" after Texas cities). It describes; the score is
-   the rule's alone.
+   texas (dallas, houston)": a feature on "is" after Texas cities); failing a class, the
+   tokens that are each in the window of at least `topic_share` of the positives, and as
+   rare near the negatives ("in: montgomery"). It describes; the score is the rule's alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tl_clt.labels.types import Context, FeatureExamples, Label, Rule, normalise
 
 #: Bumped whenever the summariser's output changes: an index labelled by another version is
 #: labelled again when it is rebuilt (`build_feature_index`).
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class SummariserConfig:
     promoted tokens at least this many standard deviations above the vocabulary's mean effect,
     at most this many, make the "says" part. shown: tokens listed in the label.
     context_share / context_lift: the "in:" part's least share of positives with a member of
-    the class in their window, and its least ratio to the class's rate among the negatives."""
+    the class in their window, and its least ratio to the class's rate among the negatives.
+    topic_share: when no class qualifies, single tokens may, each in at least this share of
+    the positives' windows (and `context_lift` times rarer near the negatives)."""
 
     offsets: tuple[int, ...] = (0, -1, -2, -3, 1)
     max_tokens: int = 6
@@ -56,6 +59,7 @@ class SummariserConfig:
     shown: int = 3
     context_share: float = 1 / 3
     context_lift: float = 4.0
+    topic_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -183,11 +187,30 @@ def context_text(
                 and share >= cfg.context_lift * rate(negatives, members)):  # fmt: skip
             best, best_share = name, share
     if best is None:
-        return None
+        return topic_tokens(positives, negatives, named, cfg)
     members = classes[best]
     seen = Counter(t for c in positives for o in cfg.offsets if (t := c.at(o)) in members)
     shown = sorted(seen, key=lambda t: (-seen[t], t))[: cfg.shown]
     return f"in: {best} ({', '.join(shown)})"
+
+
+def topic_tokens(
+    positives: list[Context], negatives: list[Context], named: set[str], cfg: SummariserConfig
+) -> str | None:
+    """Without a class: the tokens (at most `shown`) that are each in the window of at least
+    `topic_share` of the positives and `context_lift` times rarer near the negatives."""
+
+    def windows(contexts: list[Context]) -> Counter:
+        return Counter(t for c in contexts for t in {c.at(o) for o in cfg.offsets} if t)
+
+    pos, neg = windows(positives), windows(negatives)
+    n_pos, n_neg = len(positives), max(len(negatives), 1)
+    found = [t for t, n in pos.items() if t not in named and n / n_pos >= cfg.topic_share
+             and n / n_pos >= cfg.context_lift * neg[t] / n_neg]  # fmt: skip
+    if not found:
+        return None
+    found.sort(key=lambda t: (-pos[t], t))
+    return "in: " + ", ".join(found[: cfg.shown])
 
 
 def says_text(ex: FeatureExamples, cfg: SummariserConfig) -> str | None:
