@@ -44,11 +44,13 @@ def shipped(index_path: Path, n_items: int):
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model and CLT ({type(exc).__name__}: {exc}): a random model instead")
         return None
-    from tl_clt import FeatureIndex, build_feature_index
+    from tl_clt import build_feature_index
+    from tl_clt.labels.source import shipped_token_classes
 
     rm = ReplacementModel(lens, clt)
-    index = (FeatureIndex(index_path) if index_path.is_file()
-             else build_feature_index(clt, lens, path=index_path))  # fmt: skip
+    # labelled with the shipped token classes, as `tl-clt label` does; an index made for
+    # another transcoder is refused (IndexMismatchError), not silently reused
+    index = build_feature_index(clt, lens, path=index_path, token_classes=shipped_token_classes())
     prompts = {f: [i.prompt for i in toy.load_items(f)[:n_items]] for f in toy.FAMILIES}
     two_hop = [i for i in toy.load_items("two_hop") if "dallas" in i.prompt] or toy.load_items(
         "two_hop"
