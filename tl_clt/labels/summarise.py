@@ -169,8 +169,9 @@ def context_text(
 ) -> str | None:
     """The "in:" part (see the module docstring): the token class found in the most positive
     windows, if it is common there, rare at the negative positions, and not what the rule
-    already names."""
-    if not positives:
+    already names; failing one, `topic_tokens`. None without positives or negatives (no rate
+    to compare)."""
+    if not positives or not negatives:
         return None
 
     def rate(contexts: list[Context], members: frozenset[str]) -> float:
@@ -204,7 +205,7 @@ def topic_tokens(
         return Counter(t for c in contexts for t in {c.at(o) for o in cfg.offsets} if t)
 
     pos, neg = windows(positives), windows(negatives)
-    n_pos, n_neg = len(positives), max(len(negatives), 1)
+    n_pos, n_neg = len(positives), len(negatives)
     found = [t for t, n in pos.items() if t not in named and n / n_pos >= cfg.topic_share
              and n / n_pos >= cfg.context_lift * neg[t] / n_neg]  # fmt: skip
     if not found:
