@@ -30,6 +30,7 @@ from tl_clt import (
     build_feature_index,
     render_graph,
 )
+from tl_clt import hooks as H
 from tl_clt.labels.source import shipped_token_classes
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -57,7 +58,7 @@ def activations(
     """Feature activations {position: [n_prompts, n_layers, n_features]} at each position
     (negative: from the prompt's end), read from the transcoder's hooks in one spliced forward
     pass per batch of prompts of equal length."""
-    names = [f"clt.blocks.{layer}.hook_features" for layer in range(rm.n_layers)]
+    names = [H.features(layer) for layer in range(rm.n_layers)]
     out = {p: torch.zeros(len(prompts), rm.n_layers, rm.clt.cfg.n_features) for p in positions}
     by_len: dict[int, list[int]] = defaultdict(list)
     tokens = [rm.lens.tokens(p)[0] for p in prompts]

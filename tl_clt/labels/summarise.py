@@ -173,44 +173,45 @@ def context_text(
     to compare)."""
     if not positives or not negatives:
         return None
+    pos, neg = _windows(positives, cfg), _windows(negatives, cfg)
 
-    def rate(contexts: list[Context], members: frozenset[str]) -> float:
-        hits = sum(any(c.at(o) in members for o in cfg.offsets) for c in contexts)
-        return hits / len(contexts) if contexts else 0.0
+    def rate(windows: list[set[str]], members: frozenset[str]) -> float:
+        return sum(not members.isdisjoint(w) for w in windows) / len(windows)
 
     named = set(rule.tokens) if rule is not None else set()
     best, best_share = None, 0.0
     for name, members in classes.items():
         if name == (rule.name if rule else None) or named & members:
             continue
-        share = rate(positives, members)
-        if (share >= max(cfg.context_share, best_share + 1e-12)
-                and share >= cfg.context_lift * rate(negatives, members)):  # fmt: skip
+        share = rate(pos, members)
+        if (share > best_share and share >= cfg.context_share
+                and share >= cfg.context_lift * rate(neg, members)):  # fmt: skip
             best, best_share = name, share
     if best is None:
-        return topic_tokens(positives, negatives, named, cfg)
+        return topic_tokens(pos, neg, named, cfg)
     members = classes[best]
     seen = Counter(t for c in positives for o in cfg.offsets if (t := c.at(o)) in members)
     shown = sorted(seen, key=lambda t: (-seen[t], t))[: cfg.shown]
     return f"in: {best} ({', '.join(shown)})"
 
 
+def _windows(contexts: list[Context], cfg: SummariserConfig) -> list[set[str]]:
+    """The tokens at `cfg.offsets` around each context's centre."""
+    return [{t for o in cfg.offsets if (t := c.at(o)) is not None} for c in contexts]
+
+
 def topic_tokens(
-    positives: list[Context], negatives: list[Context], named: set[str], cfg: SummariserConfig
+    pos: list[set[str]], neg: list[set[str]], named: set[str], cfg: SummariserConfig
 ) -> str | None:
-    """Without a class: the tokens (at most `shown`) that are each in the window of at least
-    `topic_share` of the positives and `context_lift` times rarer near the negatives."""
-
-    def windows(contexts: list[Context]) -> Counter:
-        return Counter(t for c in contexts for t in {c.at(o) for o in cfg.offsets} if t)
-
-    pos, neg = windows(positives), windows(negatives)
-    n_pos, n_neg = len(positives), len(negatives)
-    found = [t for t, n in pos.items() if t not in named and n / n_pos >= cfg.topic_share
-             and n / n_pos >= cfg.context_lift * neg[t] / n_neg]  # fmt: skip
+    """Without a class: the tokens (at most `shown`) that are each in the window (`_windows`)
+    of at least `topic_share` of the positives and `context_lift` times rarer near the
+    negatives."""
+    in_pos, in_neg = Counter(t for w in pos for t in w), Counter(t for w in neg for t in w)
+    found = [t for t, n in in_pos.items() if t not in named and n / len(pos) >= cfg.topic_share
+             and n / len(pos) >= cfg.context_lift * in_neg[t] / len(neg)]  # fmt: skip
     if not found:
         return None
-    found.sort(key=lambda t: (-pos[t], t))
+    found.sort(key=lambda t: (-in_pos[t], t))
     return "in: " + ", ".join(found[: cfg.shown])
 
 
