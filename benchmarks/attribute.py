@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from tl_clt import CLTConfig, CrossLayerTranscoder, ReplacementModel, attribute
+from tl_clt import CLTConfig, CrossLayerTranscoder, NodeKind, ReplacementModel, attribute
 from tl_clt.errors import TLCLTError
 from tl_clt.lens import from_hf, tiny_model
 from tl_clt.tokenization import SPECIALS, word_level_tokenizer
@@ -158,15 +158,21 @@ def random_clt(lens: Any, n_features: int, dtype: str = "float32") -> CrossLayer
     return clt.eval()
 
 
-def benchmark_pair() -> tuple[str, ReplacementModel, list[torch.Tensor]]:
-    """(description, replacement model, prompts of each length)."""
+def benchmark_pair(toy_dir: str | None = None) -> tuple[str, ReplacementModel, list[torch.Tensor]]:
+    """(description, replacement model, prompts of each length); `toy_dir` names a variant
+    trained by `python -m tl_clt.toy.train --out DIR` instead of the shipped model and CLT."""
     try:
         toy = importlib.import_module("tl_clt.toy")
-        lens, clt = toy.load_model(), toy.load_clt()
+        if toy_dir:
+            lens = toy.load_model(directory=os.path.join(toy_dir, "model"))
+            clt = CrossLayerTranscoder.from_pretrained(os.path.join(toy_dir, "clt"))
+            what = f"toy model variant in {toy_dir} ({lens.n_layers} layers) + its CLT"
+        else:
+            lens, clt, what = toy.load_model(), toy.load_clt(), "shipped toy model + CLT"
         rm = ReplacementModel(lens, clt)
         text = " ".join(item.prompt for item in toy.load_items())
         ids = lens.to_tokens(text)[0]
-        return "shipped toy model + CLT", rm, [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
+        return what, rm, [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")
     lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, d_vocab=700, n_ctx=64)
@@ -258,18 +264,25 @@ def run_case_studies(rm: ReplacementModel) -> None:
         return
     print("scores of the whole graph and after default pruning (pruned nodes and edges count as "
           "error)")  # fmt: skip
-    print("(last two columns: the node threshold measured against features and errors only, "
-          "rank_always_kept=False)")  # fmt: skip
+    print("(then: the node threshold measured against features and errors only, "
+          "rank_always_kept=False; tokens: the tokens' share of all node influence; cut: the "
+          "influence of the features default pruning drops, over the logits' total weight)")  # fmt: skip
     print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7} "
-          f"{'repl.':>7} {'compl.':>7}  prompt")  # fmt: skip
+          f"{'repl.':>7} {'compl.':>7} {'tokens':>7} {'cut':>6}  prompt")  # fmt: skip
     for prompt in prompts:
         graph = attribute(rm, prompt, progress=False)
         whole, pruned = graph.scores(), graph.prune()
         alt = graph.prune(rank_always_kept=False)
+        infl = graph.influence().influence
+        kept = torch.zeros(graph.n_nodes, dtype=torch.bool)
+        kept[pruned.original_index] = True
+        features = graph.mask(NodeKind.FEATURE)
+        tokens = float(infl[graph.mask(NodeKind.EMBEDDING)].sum() / infl.sum())
+        cut = float(infl[features & ~kept].sum() / graph.logit_weights.sum())
         print(f"{whole.replacement:>12.3f} {whole.completeness:>7.3f} "
               f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f} "
-              f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f}  "
-              f"{prompt!r}")  # fmt: skip
+              f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f} "
+              f"{tokens:>7.2f} {cut:>6.2f}  {prompt!r}")  # fmt: skip
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
@@ -285,6 +298,9 @@ def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--toy-dir", default=None,
+                        help="a toy-model variant trained by `python -m tl_clt.toy.train --out "
+                             "DIR` (DIR/model, DIR/clt) instead of the shipped one")  # fmt: skip
     parser.add_argument("--budget", type=int, default=512, help="feature-node budget to compare")
     parser.add_argument("--gemma", choices=["auto", "tiny", "skip", "only"], default="auto",
                         help="the Gemma-2-2B-shape case: when CUDA is there (auto), at toy size on "
@@ -295,7 +311,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.gemma != "only":
-        what, rm, prompts = benchmark_pair()
+        what, rm, prompts = benchmark_pair(args.toy_dir)
         device = rm.lens.device
         print(
             f"# {what}; {type(rm.lens.model).__name__}; device {device}; {args.threads} thread(s)"

@@ -14,7 +14,16 @@ from tl_clt.lens import from_hf
 from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
 from tl_clt.toy.corpus import CorpusConfig, build_corpus
 from tl_clt.toy.load import RECORD_FILE
-from tl_clt.toy.train import Batches, TrainConfig, lm_loss, main, save_model, train_model
+from tl_clt.toy.train import (
+    Batches,
+    TrainConfig,
+    _parser,
+    configs_from_args,
+    lm_loss,
+    main,
+    save_model,
+    train_model,
+)
 
 TINY = TrainConfig(
     steps=3, batch_size=16, warmup=1, n_layers=1, d_model=32, n_heads=2, d_mlp=64, threads=1
@@ -74,6 +83,15 @@ def test_saved_model_loads_in_transformers_and_transformer_lens(setup, tmp_path)
 def test_main_refuses_a_missing_out_flag(capsys):
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_command_line_sets_the_model_shape_and_schedule():
+    args = _parser().parse_args(["--out", "x", "--layers", "8", "--steps", "10", "--seed", "3"])
+    corpus_cfg, cfg = configs_from_args(args)
+    assert (cfg.n_layers, cfg.steps, cfg.seed) == (8, 10, 3)
+    assert corpus_cfg == CorpusConfig()
+    # without flags: the shipped model's recipe
+    assert configs_from_args(_parser().parse_args(["--out", "x"]))[1] == TrainConfig()
 
 
 def test_loss_weighs_each_rows_last_token(setup):

@@ -228,13 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_model_stage(args: argparse.Namespace, out: Path) -> None:
-    """Train the model, report its held-out accuracy, and save it into `out`."""
-    corpus_cfg = CorpusConfig(seed=args.corpus_seed)
+def configs_from_args(args: argparse.Namespace) -> tuple[CorpusConfig, TrainConfig]:
+    """The corpus and model-training configurations the command line asks for."""
     train_cfg = TrainConfig(
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        threads=args.threads, time_budget_s=args.time_budget * 60 if args.time_budget else None,
+        n_layers=args.layers, threads=args.threads,
+        time_budget_s=args.time_budget * 60 if args.time_budget else None,
     )  # fmt: skip
+    return CorpusConfig(seed=args.corpus_seed), train_cfg
+
+
+def train_model_stage(args: argparse.Namespace, out: Path) -> None:
+    """Train the model, report its held-out accuracy, and save it into `out`."""
+    corpus_cfg, train_cfg = configs_from_args(args)
     corpus = build_corpus(corpus_cfg)
     tok_dir = Path(tempfile.mkdtemp(prefix="tl_clt_toy_tok_"))
     tokenizer = word_level_tokenizer(corpus.vocabulary, tok_dir)
@@ -321,6 +327,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="train the model, its transcoder (on OUT/model), or both")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="training seed")
     p.add_argument("--corpus-seed", type=int, default=CorpusConfig().seed, help="corpus seed")
+    p.add_argument("--layers", type=int, default=d.n_layers,
+                   help="transformer blocks of the model (a variant; the shipped model has 4)")  # fmt: skip
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
