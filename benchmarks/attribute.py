@@ -158,21 +158,25 @@ def random_clt(lens: Any, n_features: int, dtype: str = "float32") -> CrossLayer
     return clt.eval()
 
 
+def toy_prompts(toy: Any, lens: Any) -> list[torch.Tensor]:
+    """The toy tasks' prompts run together, cut at each benchmark length the context allows."""
+    ids = lens.to_tokens(" ".join(item.prompt for item in toy.load_items()))[0]
+    return [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
+
+
 def benchmark_pair(toy_dir: str | None = None) -> tuple[str, ReplacementModel, list[torch.Tensor]]:
     """(description, replacement model, prompts of each length); `toy_dir` names a variant
     trained by `python -m tl_clt.toy.train --out DIR` instead of the shipped model and CLT."""
+    if toy_dir:  # asked for: fail loudly rather than fall back to a random model
+        toy = importlib.import_module("tl_clt.toy")
+        lens = toy.load_model(directory=os.path.join(toy_dir, "model"))
+        clt = CrossLayerTranscoder.from_pretrained(os.path.join(toy_dir, "clt"))
+        what = f"toy model variant in {toy_dir} ({lens.n_layers} layers) + its CLT"
+        return what, ReplacementModel(lens, clt), toy_prompts(toy, lens)
     try:
         toy = importlib.import_module("tl_clt.toy")
-        if toy_dir:
-            lens = toy.load_model(directory=os.path.join(toy_dir, "model"))
-            clt = CrossLayerTranscoder.from_pretrained(os.path.join(toy_dir, "clt"))
-            what = f"toy model variant in {toy_dir} ({lens.n_layers} layers) + its CLT"
-        else:
-            lens, clt, what = toy.load_model(), toy.load_clt(), "shipped toy model + CLT"
-        rm = ReplacementModel(lens, clt)
-        text = " ".join(item.prompt for item in toy.load_items())
-        ids = lens.to_tokens(text)[0]
-        return what, rm, [ids[:n] for n in LENGTHS if n <= lens.n_ctx]
+        lens, clt = toy.load_model(), toy.load_clt()
+        return "shipped toy model + CLT", ReplacementModel(lens, clt), toy_prompts(toy, lens)
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")
     lens = tiny_model("gpt2", n_layers=4, d_model=128, d_mlp=512, d_vocab=700, n_ctx=64)

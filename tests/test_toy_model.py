@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from tl_clt.errors import CheckpointError
 from tl_clt.lens import TL_MAJOR
 from tl_clt.toy import load_corpus, load_hf, load_items, load_model, load_record
 from tl_clt.toy.tasks import FAMILIES, evaluate, predict
@@ -105,3 +106,8 @@ def test_corpus_is_the_one_recorded(lens):
     corpus = load_corpus()
     assert corpus.config.to_dict() == load_record()["corpus"]
     assert len(corpus.vocabulary) + 3 == lens.d_vocab
+
+
+def test_a_directory_without_a_model_is_refused_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="no toy model in .*python -m tl_clt.toy.train"):
+        load_model(directory=tmp_path / "model")

@@ -94,6 +94,13 @@ def test_command_line_sets_the_model_shape_and_schedule():
     assert configs_from_args(_parser().parse_args(["--out", "x"]))[1] == TrainConfig()
 
 
+@pytest.mark.parametrize("layers", ["0", "-2", "two"])
+def test_command_line_refuses_a_bad_layer_count(layers, capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--out", "x", "--layers", layers])
+    assert "--layers: expected a whole number of at least 1" in capsys.readouterr().err
+
+
 def test_loss_weighs_each_rows_last_token(setup):
     corpus, tokenizer = setup
     torch.manual_seed(0)

@@ -43,6 +43,11 @@ def load_hf(device: str | None = None, directory: str | Path | None = None) -> t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = model_dir() if directory is None else Path(directory)
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(
+            f"no toy model in {directory} (no config.json); train one there with "
+            f"`python -m tl_clt.toy.train --stage model --out {directory.parent}`"
+        )
     model = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
     if device is not None:
         model = model.to(device)

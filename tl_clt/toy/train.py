@@ -313,6 +313,16 @@ def finish_clt(run: Path, out: Path, lens, corpus, wall: float, threads: int) ->
     print(f"saved to {target}")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -327,7 +337,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="train the model, its transcoder (on OUT/model), or both")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="training seed")
     p.add_argument("--corpus-seed", type=int, default=CorpusConfig().seed, help="corpus seed")
-    p.add_argument("--layers", type=int, default=d.n_layers,
+    p.add_argument("--layers", type=_positive_int, default=d.n_layers,
                    help="transformer blocks of the model (a variant; the shipped model has 4)")  # fmt: skip
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
