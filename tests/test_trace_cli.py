@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from conftest import clt_for
 
 from tl_clt import AttributionGraph, NodeKind
@@ -29,6 +30,19 @@ def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
     graph, pruned = AttributionGraph.load(out / "graph"), AttributionGraph.load(out / "pruned")
     assert pruned.original_index is not None and pruned.n_nodes < graph.n_nodes
     assert f"{pruned.info.replacement_score:.3f}" in text
+    # the share of feature influence pruning keeps, against influence from the matrix inverse
+    a = graph.adjacency.double().abs()
+    a = a / a.sum(1, keepdim=True).clamp(min=1e-30)
+    eye = torch.eye(graph.n_nodes, dtype=torch.float64)
+    infl = graph.logit_weights.double() @ (torch.linalg.inv(eye - a) - eye)
+    feats = [i for i, n in enumerate(graph.nodes) if n.kind is NodeKind.FEATURE]
+    kept = [i for i in pruned.original_index.tolist() if i in set(feats)]
+    share = float(infl[kept].sum() / infl[feats].sum())
+    tokens = sum(float(infl[i]) for i, n in enumerate(graph.nodes) if n.kind is NodeKind.EMBEDDING)
+    assert (
+        f"pruning kept {len(kept)} of {len(feats)} features, holding {share:.1%} of the features' "
+        f"influence (tokens, always kept, hold {tokens / float(infl.sum()):.1%}"
+    ) in text
     assert json.loads((out / "demo.json").read_text())["metadata"]["slug"] == "demo"
     alt = tmp_path / "alt"
     assert (
