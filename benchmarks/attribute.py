@@ -39,6 +39,7 @@ from tl_clt.lens import from_hf, tiny_model
 from tl_clt.tokenization import SPECIALS, word_level_tokenizer
 
 LENGTHS = (8, 16, 32, 64)
+NODE_THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
 PHASES = {  # function name in the profile -> phase
     "capture": "1 capture (spliced forward)",
     "linearise": "3 linearised forward",
@@ -273,8 +274,10 @@ def run_case_studies(rm: ReplacementModel) -> None:
           "influence of the features default pruning drops, over the logits' total weight)")  # fmt: skip
     print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7} "
           f"{'repl.':>7} {'compl.':>7} {'tokens':>7} {'cut':>6}  prompt")  # fmt: skip
+    graphs = []
     for prompt in prompts:
         graph = attribute(rm, prompt, progress=False)
+        graphs.append(graph)
         whole, pruned = graph.scores(), graph.prune()
         alt = graph.prune(rank_always_kept=False)
         infl = graph.influence().influence
@@ -287,6 +290,14 @@ def run_case_studies(rm: ReplacementModel) -> None:
               f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f} "
               f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f} "
               f"{tokens:>7.2f} {cut:>6.2f}  {prompt!r}")  # fmt: skip
+    print("other node thresholds (edge threshold 0.98), range over these prompts:")
+    for threshold in NODE_THRESHOLDS:
+        pruned = [graph.prune(threshold) for graph in graphs]
+        repl = [p.info.replacement_score for p in pruned]
+        compl = [p.info.completeness_score for p in pruned]
+        kept = [int(p.mask(NodeKind.FEATURE).sum()) for p in pruned]
+        print(f"  {threshold:.2f}: replacement {min(repl):.2f}-{max(repl):.2f}, completeness "
+              f"{min(compl):.2f}-{max(compl):.2f}, features kept {min(kept)}-{max(kept)}")  # fmt: skip
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
