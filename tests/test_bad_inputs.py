@@ -21,6 +21,7 @@ from tl_clt import (
     ReplacementModel,
     UnknownHookError,
     WeightProcessing,
+    attribute,
 )
 
 
@@ -236,7 +237,30 @@ CASES: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
         InputError,
         "token ids must lie in",
     ),
+    (
+        "target word not in the vocabulary",
+        lambda t: _trace(targets=["zebra"]),
+        InputError,
+        "target 'zebra' is not in the tokenizer's vocabulary.*'<unk>'",
+    ),
+    (
+        "target of two tokens",
+        lambda t: _trace(targets=["w3 w4"]),
+        InputError,
+        "target 'w3 w4' is 2 tokens, not one",
+    ),
+    (
+        "target id out of vocabulary",
+        lambda t: _trace(targets=[10**6]),
+        InputError,
+        "target token id 1000000 is outside the vocabulary",
+    ),
 ]
+
+
+def _trace(**kw):
+    lens = get_model("gpt2")
+    return attribute(ReplacementModel(lens, clt_for(lens)), "w1 w2 w3", **kw)
 
 
 @pytest.mark.parametrize(("name", "make", "error", "message"), CASES, ids=[c[0] for c in CASES])

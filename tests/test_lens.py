@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import FAMILIES, get_model
 
+from tl_clt import TLCLTWarning
 from tl_clt.lens import TL_MAJOR, Lens, tiny_model
 from tl_clt.lens.build import tiny_hf_model
 
@@ -62,6 +65,17 @@ def test_tokens_round_trip(lens):
     tokens = lens.tokens("w3 w14 w0")
     assert lens.to_str_tokens(tokens) == ["<bos>", "w3", "w14", "w0"]
     assert tokens.shape == (1, 4)
+
+
+def test_unknown_words_in_a_prompt_are_named_in_a_warning(lens):
+    with pytest.warns(TLCLTWarning, match=r"2 part\(s\) of the prompt \('Zebra', 'w9x'\)"):
+        tokens = lens.tokens("w3 Zebra w1 w9x")
+    assert lens.to_str_tokens(tokens) == ["<bos>", "w3", "<unk>", "w1", "<unk>"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lens.tokens("w3 w1")  # all known: no warning
+        lens.tokens("w3 <unk>")  # the unknown token written out on purpose: no warning
+        lens.tokens(torch.tensor([[0, 3]]))  # token ids: nothing to check
 
 
 def test_identity_reads_weight_processing_off_the_weights():

@@ -52,6 +52,10 @@ def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
     wired = AttributionGraph.load(alt / "pruned").original_index.tolist()
     assert wired == graph.prune(0.5, rank_always_kept=False).original_index.tolist()
     assert wired != graph.prune(0.5).original_index.tolist()  # the flag changes the graph
+    capsys.readouterr()
+    assert main([*args[:1], "w3 Zebra", *args[2:]]) == 0  # an unknown word: one plain warning
+    err = capsys.readouterr().err
+    assert "tl-clt trace: warning: 1 part(s) of the prompt ('Zebra') are not in" in err
     assert main([*args, "--logit-diff", "w3", "w4", "--slug", "diff"]) == 0
     diff = AttributionGraph.load(out / "graph")
     assert [n.token for n in diff.nodes if n.kind is NodeKind.LOGIT] == ["w3 - w4"]

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
+from collections.abc import Callable
 
 COMMANDS = ("demo", "train", "trace", "intervene", "label", "feature")
 
@@ -33,11 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tl_clt.errors import TLCLTError
 
-    try:
-        return int(args._run(args) or 0)
-    except TLCLTError as exc:
-        print(f"tl-clt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warnings(args.command, warnings.showwarning)
+        try:
+            return int(args._run(args) or 0)
+        except TLCLTError as exc:
+            print(f"tl-clt {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _plain_warnings(command: str, show: Callable[..., None]) -> Callable[..., None]:
+    """Show tl_clt's own warnings as one plain line; leave other libraries' as they are."""
+    from tl_clt.errors import TLCLTWarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TLCLTWarning):
+            print(f"tl-clt {command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Typed errors a user can cause. Each message says what was wrong and what to do."""
+"""Typed errors (and warnings) a user can cause. Each message says what was wrong and what to do."""
 
 from __future__ import annotations
 
@@ -41,3 +41,8 @@ class UnsupportedModelError(TLCLTError, NotImplementedError):
 
 class TrainingError(TLCLTError, RuntimeError):
     """Training cannot go on (a NaN or infinite loss); the last good checkpoint is kept."""
+
+
+class TLCLTWarning(UserWarning):
+    """Something a user should know that does not stop the work (e.g. words of a prompt the
+    tokenizer does not know); filter it with `warnings.filterwarnings("ignore", category=...)`."""

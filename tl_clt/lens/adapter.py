@@ -19,7 +19,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
-from tl_clt.errors import InputError, UnknownHookError
+from tl_clt.errors import InputError, TLCLTWarning, UnknownHookError
 
 TL_MAJOR = int(version("transformer-lens").split(".")[0])
 
@@ -208,6 +208,8 @@ class Lens:
     def tokens(self, prompt: str | Tensor) -> Int[Tensor, "1 pos"]:
         """One prompt as a [1, pos] token tensor (text gets a BOS), checked against the context."""
         toks = self.to_tokens(prompt) if isinstance(prompt, str) else prompt
+        if isinstance(prompt, str):
+            self._warn_unknown_words(prompt, toks)
         if toks.dim() == 1:
             toks = toks[None]
         if toks.shape[-1] == 0:
@@ -220,6 +222,29 @@ class Lens:
         if int(toks.max()) >= self.model.cfg.d_vocab or int(toks.min()) < 0:
             raise InputError(f"token ids must lie in [0, {self.model.cfg.d_vocab})")
         return toks.to(self.device)
+
+    def _warn_unknown_words(self, prompt: str, toks: Tensor) -> None:
+        """Warn when the tokenizer turned part of the prompt into its unknown token."""
+        tok = self.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or not bool((toks == unk).any()) or tok.unk_token in prompt:
+            return
+        try:
+            enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+            words = [
+                prompt[a:b]
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+                if i == unk
+            ]
+        except (TypeError, KeyError, NotImplementedError, ValueError):
+            words = []
+        which = f" ({', '.join(repr(w) for w in words)})" if words else ""
+        warnings.warn(
+            f"{int((toks == unk).sum())} part(s) of the prompt{which} are not in the tokenizer's "
+            f"vocabulary and became {tok.unk_token!r}; check spelling and case",
+            TLCLTWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ running
     def run(
