@@ -4,14 +4,18 @@ targets on held-out items of every family."""
 
 from __future__ import annotations
 
+import json
 import random
+import warnings
 
 import pytest
 import torch
 
 from tl_clt.errors import CheckpointError
 from tl_clt.lens import TL_MAJOR
+from tl_clt.tokenization import word_level_tokenizer
 from tl_clt.toy import load_corpus, load_hf, load_items, load_model, load_record
+from tl_clt.toy.load import MODEL_DIR
 from tl_clt.toy.tasks import FAMILIES, evaluate, predict
 
 # held-out accuracy targets of issue 4 (all met by the shipped model: docs/toy-model.md).
@@ -54,6 +58,19 @@ def test_tokens_round_trip_word_by_word(lens, hf):
             assert toks == tokenizer.convert_tokens_to_ids(["<bos>", *words])
             assert lens.to_str_tokens(it.prompt) == ["<bos>", *words]
             assert tokenizer.unk_token_id not in toks
+
+
+def test_the_tokenizer_ignores_case_and_matches_a_rebuilt_one(lens, tmp_path):
+    prompt = "the capital of the state containing dallas is"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing unknown: no warning
+        capitals = lens.tokens("The Capital of the State containing DALLAS is")
+    assert capitals.tolist() == lens.tokens(prompt).tolist()
+    assert lens.tokens("<bos> <unk>")[0, 1:].tolist() == [0, 2]  # specials stay as written
+    # the shipped tokenizer is what the training script builds from the corpus
+    word_level_tokenizer(load_corpus().vocabulary, tmp_path, lowercase=True)
+    built = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert built == json.loads((MODEL_DIR / "tokenizer.json").read_text())
 
 
 def test_transformer_lens_and_transformers_give_the_same_logits(lens, hf):

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tl_clt.errors import InputError
 from tl_clt.lens import from_hf
 from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
 from tl_clt.toy.corpus import CorpusConfig, build_corpus
@@ -117,3 +118,13 @@ def test_loss_weighs_each_rows_last_token(setup):
             extra.append(torch.nn.functional.cross_entropy(logits, ids[-1]))
         weighted = lm_loss(model, batch, pad, 2.0)
         assert torch.allclose(weighted, plain + 2.0 * torch.stack(extra).mean(), atol=1e-5)
+
+
+def test_a_lowercasing_tokenizer_maps_capitals_and_refuses_capital_words(tmp_path):
+    lower = word_level_tokenizer(["dallas", "is"], tmp_path / "lower", lowercase=True)
+    plain = word_level_tokenizer(["dallas", "is"], tmp_path / "plain")
+    assert lower("Dallas IS")["input_ids"] == lower("dallas is")["input_ids"] == [3, 4]
+    assert plain("Dallas is")["input_ids"] == [plain.unk_token_id, 4]
+    with pytest.raises(InputError, match="'Dallas' has capitals"):
+        word_level_tokenizer(["Dallas"], tmp_path / "bad", lowercase=True)
+    assert not (tmp_path / "bad").exists()

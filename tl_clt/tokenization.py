@@ -13,19 +13,29 @@ BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
 SPECIALS = (BOS, PAD, UNK)
 
 
-def word_level_tokenizer(words: Iterable[str], directory: str | os.PathLike):
+def word_level_tokenizer(
+    words: Iterable[str], directory: str | os.PathLike, lowercase: bool = False
+):
     """Build a whitespace-split word-level tokenizer over `words` (specials first: <bos>,
     <pad>, <unk>), save it to `directory` and return it reloaded from there (TransformerLens 4
-    needs a saved tokenizer: an unsaved one lacks `name_or_path`)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    needs a saved tokenizer: an unsaved one lacks `name_or_path`). With `lowercase`, text is
+    lower-cased before the lookup ("Dallas" is "dallas"); every word must then be lower case."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
     for word in (*SPECIALS, *words):
         if not word or any(ch.isspace() for ch in word):
             raise InputError(f"vocabulary word {word!r} is empty or contains whitespace")
+        if lowercase and word != word.lower():
+            raise InputError(
+                f"vocabulary word {word!r} has capitals, which a lower-casing tokenizer can never "
+                "produce; lower-case the vocabulary or pass lowercase=False"
+            )
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=PAD, unk_token=UNK

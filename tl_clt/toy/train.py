@@ -243,7 +243,7 @@ def train_model_stage(args: argparse.Namespace, out: Path) -> None:
     corpus_cfg, train_cfg = configs_from_args(args)
     corpus = build_corpus(corpus_cfg)
     tok_dir = Path(tempfile.mkdtemp(prefix="tl_clt_toy_tok_"))
-    tokenizer = word_level_tokenizer(corpus.vocabulary, tok_dir)
+    tokenizer = word_level_tokenizer(corpus.vocabulary, tok_dir, lowercase=True)
     t0 = time.perf_counter()
     model, steps = train_model(corpus, tokenizer, train_cfg)
     wall = time.perf_counter() - t0
