@@ -78,6 +78,20 @@ def test_unknown_words_in_a_prompt_are_named_in_a_warning(lens):
         lens.tokens(torch.tensor([[0, 3]]))  # token ids: nothing to check
 
 
+def test_an_unknown_token_that_doubles_as_bos_never_warns(lens):
+    tok = lens.tokenizer
+    unk = tok.unk_token
+    tok.unk_token = tok.bos_token  # as GPT-2's byte-level BPE has it
+    try:
+        assert tok.unk_token_id == tok.bos_token_id
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert lens.tokens("w3 w1")[0, 0] == tok.bos_token_id  # BOS is not unknown
+    finally:
+        tok.unk_token = unk
+    assert tok.unk_token_id != tok.bos_token_id
+
+
 def test_identity_reads_weight_processing_off_the_weights():
     lens = tiny_model("gpt2", seed=3)
     assert lens.identity().weight_processing.as_dict() == dict(

@@ -227,7 +227,10 @@ class Lens:
         """Warn when the tokenizer turned part of the prompt into its unknown token."""
         tok = self.tokenizer
         unk = getattr(tok, "unk_token_id", None)
-        if unk is None or not bool((toks == unk).any()) or tok.unk_token in prompt:
+        ends = (getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None))
+        if unk is None or unk in ends or tok.unk_token in prompt:
+            return  # no unknown token, or one that doubles as BOS/EOS (GPT-2's byte-level BPE)
+        if not bool((toks == unk).any()):
             return
         try:
             enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
