@@ -18,20 +18,16 @@ budget. It runs when CUDA is available; `--gemma tiny` runs the same code path a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import ctypes
 import importlib
 import os
 import pstats
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import torch
+from _measure import best_time, peak_mb, track_heap
 
 from tl_clt import CLTConfig, CrossLayerTranscoder, NodeKind, ReplacementModel, attribute
 from tl_clt.errors import TLCLTError
@@ -52,71 +48,6 @@ PHASES = {  # function name in the profile -> phase
 
 
 # ---------------------------------------------------------------------- measuring
-@contextmanager
-def peak_memory(device: torch.device):
-    """Yields a dict that receives 'peak_mb': peak GPU memory allocated (CUDA) or the peak
-    rise of the process's resident set over its size at entry (CPU, sampled every 2 ms; call
-    `track_heap()` first so that freed memory leaves the resident set)."""
-    out: dict[str, float] = {}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        yield out
-        torch.cuda.synchronize(device)
-        out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        return
-    _libc_call("malloc_trim", 0)
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
-    base, peak, stop = rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield out
-    finally:
-        stop.set()
-        thread.join()
-        out["peak_mb"] = (max(peak[0], rss()) - base) / 2**20
-
-
-def _libc_call(name: str, *args: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: rougher figures
-        getattr(ctypes.CDLL("libc.so.6"), name)(*args)
-
-
-def track_heap() -> None:
-    """Make glibc mmap every large block, so freed tensors leave the resident set at once.
-    This slows allocation down: time first, measure memory afterwards."""
-    _libc_call("mallopt", -3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed instead of adaptive
-
-
-def best_time(fn: Callable[[], Any], device: torch.device, repeat: int = 2) -> tuple[Any, float]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
-def peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
-    with peak_memory(device) as mem:
-        fn()
-    return mem["peak_mb"]
-
-
 def phase_times(fn: Callable[[], Any], repeat: int = 2) -> dict[str, float]:
     """Cumulative seconds per phase (cProfile), from the fastest of `repeat` runs."""
     best: dict[str, float] = {"total": float("inf")}
@@ -280,24 +211,19 @@ def run_case_studies(rm: ReplacementModel) -> None:
         graphs.append(graph)
         whole, pruned = graph.scores(), graph.prune()
         alt = graph.prune(rank_always_kept=False)
-        infl = graph.influence().influence
-        kept = torch.zeros(graph.n_nodes, dtype=torch.bool)
-        kept[pruned.original_index] = True
-        features = graph.mask(NodeKind.FEATURE)
-        tokens = float(infl[graph.mask(NodeKind.EMBEDDING)].sum() / infl.sum())
-        cut = float(infl[features & ~kept].sum() / graph.logit_weights.sum())
+        kept = graph.kept_influence(pruned)
         print(f"{whole.replacement:>12.3f} {whole.completeness:>7.3f} "
               f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f} "
               f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f} "
-              f"{tokens:>7.2f} {cut:>6.2f}  {prompt!r}")  # fmt: skip
+              f"{kept.token_share:>7.2f} {kept.dropped:>6.2f}  {prompt!r}")  # fmt: skip
     print("other node thresholds (edge threshold 0.98), range over these prompts:")
     for threshold in NODE_THRESHOLDS:
         pruned = [graph.prune(threshold) for graph in graphs]
         repl = [p.info.replacement_score for p in pruned]
         compl = [p.info.completeness_score for p in pruned]
-        kept = [int(p.mask(NodeKind.FEATURE).sum()) for p in pruned]
+        n_kept = [int(p.mask(NodeKind.FEATURE).sum()) for p in pruned]
         print(f"  {threshold:.2f}: replacement {min(repl):.2f}-{max(repl):.2f}, completeness "
-              f"{min(compl):.2f}-{max(compl):.2f}, features kept {min(kept)}-{max(kept)}")  # fmt: skip
+              f"{min(compl):.2f}-{max(compl):.2f}, features kept {min(n_kept)}-{max(n_kept)}")  # fmt: skip
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:

@@ -11,7 +11,7 @@ from conftest import clt_for, get_model
 
 from tl_clt import AttributionGraph, NodeKind, ReplacementModel, attribute
 from tl_clt import prune as P
-from tl_clt.errors import CheckpointError
+from tl_clt.errors import CheckpointError, InputError
 from tl_clt.viz.neuronpedia import node_ids, to_neuronpedia, write_neuronpedia
 
 PROMPT = "w3 w1 w4 w1 w5 w9 w2 w6"
@@ -91,6 +91,18 @@ def test_pruned_graph_maps_back_to_the_original(graph):
     assert paths and all(pruned.nodes[p.nodes[-1]].kind is NodeKind.LOGIT for p in paths)
     assert all(pruned.nodes[p.nodes[0]].kind in (NodeKind.EMBEDDING, NodeKind.ERROR) for p in paths)
     assert paths[0].score >= paths[-1].score
+    # kept influence: counted over the kept nodes' own features, also from a pruned graph
+    infl = graph.influence().influence
+    feats = set(graph.indices(NodeKind.FEATURE))
+    kept = [i for i in pruned.original_index.tolist() if i in feats]
+    k = graph.kept_influence(pruned)
+    assert (k.n_features, k.n_kept) == (len(feats), len(kept))
+    assert k.kept_share == pytest.approx(float(infl[kept].sum() / infl[sorted(feats)].sum()))
+    assert pruned.kept_influence(twice).n_kept == int(twice.mask(NodeKind.FEATURE).sum())
+    with pytest.raises(InputError, match="needs a pruned graph"):
+        graph.kept_influence(graph)
+    with pytest.raises(InputError, match="not a pruning of this one"):
+        twice.kept_influence(pruned)
 
 
 def test_neuronpedia_export(graph, tmp_path):

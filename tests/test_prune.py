@@ -74,6 +74,19 @@ def test_prune_ranking_only_the_prunable_nodes_by_hand():
     assert set(map(tuple, r.edge_mask.nonzero().tolist())) == {(LOGIT, F1), (F1, T0)}
 
 
+def test_kept_influence_by_hand():
+    A, w, is_token, is_error, is_feature, is_logit = hand_graph()
+    infl = P.node_influence(A, w).influence
+    kept = P.prune(A, w, is_token | is_logit, is_feature).node_mask  # f2 goes
+    k = P.kept_influence(infl, w, kept, is_feature, is_token)
+    # features f1 .75 + f2 .25 + f3 .5625 = 1.5625; kept f1, f3: 1.3125; dropped f2 .25 of w 1;
+    # tokens .59375 of all 2.5625
+    assert (k.n_features, k.n_kept) == (3, 2)
+    assert k.kept_share == pytest.approx(1.3125 / 1.5625)
+    assert k.dropped == pytest.approx(0.25)
+    assert k.token_share == pytest.approx(0.59375 / 2.5625)
+
+
 def test_scores_by_hand():
     A, w, is_token, is_error, is_feature, is_logit = hand_graph()
     full = P.scores(A, w, is_error, is_token)

@@ -200,6 +200,28 @@ class AttributionGraph:
         nodes = [self.nodes[i] for i in sub.index.tolist()]
         return AttributionGraph(self.prompt, self.tokens, nodes, sub.adjacency, info, index)
 
+    def kept_influence(self, pruned: AttributionGraph) -> P.KeptInfluence:
+        """How much of this graph's feature influence `pruned` (one of its prunings) keeps,
+        and the tokens' share of all influence (`tl_clt.prune.kept_influence`)."""
+        if pruned.original_index is None:
+            raise InputError("kept_influence needs a pruned graph (from graph.prune())")
+        mine = (
+            torch.arange(self.n_nodes) if self.original_index is None else self.original_index
+        ).tolist()
+        where = {orig: i for i, orig in enumerate(mine)}
+        kept = torch.zeros(self.n_nodes, dtype=torch.bool)
+        for orig in pruned.original_index.tolist():
+            if orig not in where:
+                raise InputError("that graph is not a pruning of this one")
+            kept[where[orig]] = True
+        return P.kept_influence(
+            self.influence().influence,
+            self.logit_weights,
+            kept,
+            is_feature=self.mask(NodeKind.FEATURE),
+            is_token=self.mask(NodeKind.EMBEDDING),
+        )
+
     def top_paths(self, k: int = 5, target: int | None = None) -> list[P.Path]:
         """The k strongest paths from an input node (embedding or error) to `target` (default:
         the most likely logit), each scored by the product of its normalised edge weights."""

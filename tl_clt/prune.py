@@ -37,6 +37,14 @@ class Scores(NamedTuple):
     completeness: float  # influence-weighted share of node inputs that are not errors
 
 
+class KeptInfluence(NamedTuple):
+    n_features: int  # feature nodes in the graph
+    n_kept: int  # of them, kept
+    kept_share: float  # share of the features' influence the kept ones hold
+    dropped: float  # the dropped features' influence over the outputs' total weight
+    token_share: float  # the tokens' share of all node influence
+
+
 class PrunedGraph(NamedTuple):
     adjacency: Float[Tensor, "m m"]  # kept nodes, kept edges only
     index: Int[Tensor, " m"]  # each kept node's index in the original graph
@@ -169,6 +177,27 @@ def scores(
     replacement = from_tokens / (from_tokens + from_errors).clamp(min=1e-30)
     completeness = ((1 - unexplained) * total).sum() / total.sum()
     return Scores(float(replacement), float(completeness))
+
+
+def kept_influence(
+    infl: Float[Tensor, " n"],
+    w: Float[Tensor, " n"],
+    kept: Bool[Tensor, " n"],
+    is_feature: Bool[Tensor, " n"],
+    is_token: Bool[Tensor, " n"],
+) -> KeptInfluence:
+    """How much of the features' influence (`influence`, in the unpruned graph) a pruning that
+    keeps `kept` holds, and the tokens' share of all influence: the influence pruning drops
+    counts as error in the pruned scores, so `dropped` bounds how far they fall."""
+    tiny = 1e-30
+    features = infl[is_feature].sum().clamp(min=tiny)
+    return KeptInfluence(
+        n_features=int(is_feature.sum()),
+        n_kept=int((is_feature & kept).sum()),
+        kept_share=float(infl[is_feature & kept].sum() / features),
+        dropped=float(infl[is_feature & ~kept].sum() / w.sum().clamp(min=tiny)),
+        token_share=float(infl[is_token].sum() / infl.sum().clamp(min=tiny)),
+    )
 
 
 def subgraph(

@@ -79,12 +79,11 @@ def _token_id(lens: Any, token: str | int, vocab: int) -> int:
         ids = lens.to_tokens(token, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
             raise InputError(f"target {token!r} is {len(ids)} tokens, not one; name a single token")
-        tok = getattr(lens, "tokenizer", None)
-        unk = getattr(tok, "unk_token_id", None)
-        if unk is not None and ids[0] == unk and token.strip() != tok.unk_token:
+        unk = lens.unk_token_id
+        if unk is not None and ids[0] == unk and token.strip() != lens.tokenizer.unk_token:
             raise InputError(
                 f"target {token!r} is not in the tokenizer's vocabulary (it encodes as "
-                f"{tok.unk_token!r}); name a token of the vocabulary"
+                f"{lens.tokenizer.unk_token!r}); name a token of the vocabulary"
             )
         token = ids[0]
     if not 0 <= int(token) < vocab:

@@ -157,18 +157,12 @@ def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
     print(
         f"graph: {counts}; pruned to {pruned.n_nodes} nodes, {int((pruned.adjacency != 0).sum())} edges"
     )
-    influence = graph.influence().influence
-    features = graph.mask(NodeKind.FEATURE)
-    kept = features.clone().zero_()
-    kept[pruned.original_index] = True
-    held = float(influence[features & kept].sum() / influence[features].sum().clamp(min=1e-30))
-    tokens = float(
-        influence[graph.mask(NodeKind.EMBEDDING)].sum() / influence.sum().clamp(min=1e-30)
-    )
+    kept = graph.kept_influence(pruned)
     print(
-        f"pruning kept {int((features & kept).sum())} of {int(features.sum())} features, holding "
-        f"{held:.1%} of the features' influence (tokens, always kept, hold {tokens:.1%} of all "
-        "influence); what pruning drops counts as error in the pruned scores"
+        f"pruning kept {kept.n_kept} of {kept.n_features} features, holding "
+        f"{kept.kept_share:.1%} of the features' influence (tokens, always kept, hold "
+        f"{kept.token_share:.1%} of all influence); what pruning drops counts as error in the "
+        "pruned scores"
     )
     logits = [pruned.nodes[i] for i in pruned.indices(NodeKind.LOGIT)]
     top = max(logits, key=lambda n: n.weight)

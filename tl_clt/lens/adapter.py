@@ -223,14 +223,19 @@ class Lens:
             raise InputError(f"token ids must lie in [0, {self.model.cfg.d_vocab})")
         return toks.to(self.device)
 
-    def _warn_unknown_words(self, prompt: str, toks: Tensor) -> None:
-        """Warn when the tokenizer turned part of the prompt into its unknown token."""
+    @property
+    def unk_token_id(self) -> int | None:
+        """The id the tokenizer gives text it does not know, or None: when it has none, or when
+        that id doubles as BOS/EOS (GPT-2's byte-level BPE), so that it says nothing."""
         tok = self.tokenizer
         unk = getattr(tok, "unk_token_id", None)
         ends = (getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None))
-        if unk is None or unk in ends or tok.unk_token in prompt:
-            return  # no unknown token, or one that doubles as BOS/EOS (GPT-2's byte-level BPE)
-        if not bool((toks == unk).any()):
+        return None if unk in ends else unk
+
+    def _warn_unknown_words(self, prompt: str, toks: Tensor) -> None:
+        """Warn when the tokenizer turned part of the prompt into its unknown token."""
+        unk, tok = self.unk_token_id, self.tokenizer
+        if unk is None or tok.unk_token in prompt or not bool((toks == unk).any()):
             return
         try:
             enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)

@@ -278,39 +278,7 @@ def train_clt_stage(out: Path, threads: int = 2) -> None:
     tc.train_clt(lens, corpus, run, mix=record["train"]["mix"])
     wall = time.perf_counter() - t0
     print(f"trained the transcoder in {wall:.0f}s ({threads} threads)")
-    finish_clt(run, out, lens, corpus, wall, threads)
-
-
-def finish_clt(run: Path, out: Path, lens, corpus, wall: float, threads: int) -> None:
-    """Measure the transcoder trained into `run` on `lens` (the model in `out/model`) over
-    `corpus`, write its quality record, drop its checkpoints, and move it to `out/clt`
-    (replacing what was there)."""
-    from tl_clt.clt import CrossLayerTranscoder
-    from tl_clt.replacement import ReplacementModel
-    from tl_clt.toy import transcoder as tc
-
-    clt = CrossLayerTranscoder.from_pretrained(run)
-    quality = tc.measure_clt(lens, clt, corpus)
-    held = [it for it in corpus.items if it.held_out]
-    rows = tc.compare(*tc.replacement_accuracy(ReplacementModel(lens, clt), held))
-    print(tc.format_quality(quality, rows))
-    train_cfg = json.loads((run / "train_config.json").read_text())
-    quality_record = {
-        "clt": json.loads((run / "config.json").read_text()), "train": train_cfg,
-        "train_wall_s": round(wall, 1), "threads": threads,
-        "nmse": quality.nmse, "l0": quality.l0, "dead": quality.dead, "n_tokens": quality.n_tokens,
-        "held_out_accuracy": {f"{r.family}/{r.group}": {"model": r.model, "replacement": r.replacement}
-                              for r in rows},
-    }  # fmt: skip
-    atomic_write_text(run / "quality.json", json.dumps(quality_record, indent=2) + "\n")
-    shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    for path in [run, *run.iterdir()]:  # temporary files are private; shipped ones are not
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    target = out / "clt"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.move(str(run), str(target))
-    print(f"saved to {target}")
+    tc.finish_clt(run, out, lens, corpus, wall, threads)
 
 
 def _positive_int(text: str) -> int:

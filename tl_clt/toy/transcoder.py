@@ -6,7 +6,9 @@ task family beside the model's.
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,6 +17,7 @@ import torch
 
 from tl_clt.activations import TokenBatch
 from tl_clt.clt import CrossLayerTranscoder
+from tl_clt.io import atomic_write_text
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 from tl_clt.tokenization import PAD
@@ -192,3 +195,31 @@ def format_quality(q: TranscoderQuality, rows: list[FamilyComparison]) -> str:
         name = r.family if r.group == r.family else f"{r.family}/{r.group}"
         lines.append(f"  {name:<22} {r.model:7.1%} {r.replacement:7.1%}   kept {r.kept:6.1%}")
     return "\n".join(lines)
+
+
+def finish_clt(run: Path, out: Path, lens: Lens, corpus: Corpus, wall: float, threads: int) -> None:
+    """Measure the transcoder trained into `run` on `lens` (the model in `out/model`) over
+    `corpus`, write its quality record, drop its checkpoints, and move it to `out/clt`
+    (replacing what was there)."""
+    clt = CrossLayerTranscoder.from_pretrained(run)
+    quality = measure_clt(lens, clt, corpus)
+    held = [it for it in corpus.items if it.held_out]
+    rows = compare(*replacement_accuracy(ReplacementModel(lens, clt), held))
+    print(format_quality(quality, rows))
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    quality_record = {
+        "clt": json.loads((run / "config.json").read_text()), "train": train_cfg,
+        "train_wall_s": round(wall, 1), "threads": threads,
+        "nmse": quality.nmse, "l0": quality.l0, "dead": quality.dead, "n_tokens": quality.n_tokens,
+        "held_out_accuracy": {f"{r.family}/{r.group}": {"model": r.model, "replacement": r.replacement}
+                              for r in rows},
+    }  # fmt: skip
+    atomic_write_text(run / "quality.json", json.dumps(quality_record, indent=2) + "\n")
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    for path in [run, *run.iterdir()]:  # temporary files are private; shipped ones are not
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    target = out / "clt"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.move(str(run), str(target))
+    print(f"saved to {target}")
