@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import clt_for, get_model
@@ -82,8 +83,25 @@ def test_pruned_graph_maps_back_to_the_original(graph):
     assert pruned.mask(NodeKind.EMBEDDING).sum() == len(graph.tokens)
     assert pruned.n_nodes < graph.n_nodes
     full = graph.scores()
-    assert 0 < pruned.info.replacement_score <= full.replacement + 1e-6
-    assert 0 < pruned.info.completeness_score <= full.completeness + 1e-6
+    own = pruned.scores()  # the pruned graph as it stands
+    assert (pruned.info.replacement_score, pruned.info.completeness_score) == own
+    # strict: measured in the parent, with what pruning dropped counted as error
+    node_mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    node_mask[idx] = True
+    edge_mask = torch.zeros(graph.n_nodes, graph.n_nodes, dtype=torch.bool)
+    edge_mask[idx[:, None], idx[None, :]] = pruned.adjacency != 0
+    strict = P.scores(
+        graph.adjacency,
+        graph.logit_weights,
+        graph.mask(NodeKind.ERROR),
+        graph.mask(NodeKind.EMBEDDING),
+        node_mask,
+        edge_mask,
+    )
+    assert pruned.info.replacement_score_strict == pytest.approx(strict.replacement)
+    assert pruned.info.completeness_score_strict == pytest.approx(strict.completeness)
+    assert 0 < pruned.info.replacement_score_strict <= full.replacement + 1e-6
+    assert 0 < pruned.info.completeness_score_strict <= full.completeness + 1e-6
     # pruning a pruned graph composes the indices
     twice = pruned.prune(0.5, 0.9)
     assert [graph.nodes[i] for i in twice.original_index.tolist()] == twice.nodes
@@ -143,3 +161,27 @@ def test_scores_match_prune_functions(graph):
         graph.mask(NodeKind.EMBEDDING),
     )
     assert s == direct and 0 < s.replacement < 1 and 0 < s.completeness < 1
+
+
+def test_pruned_scores_are_those_of_the_exported_graph_json(graph):
+    """A pruned graph's `replacement_score` / `completeness_score` are the §3 formulas applied to
+    the pruned graph as exported (nodes and links of the Neuronpedia JSON), computed here
+    independently with numpy."""
+    data = to_neuronpedia(graph, "tiny")
+    nodes = data["nodes"]
+    at = {n["node_id"]: i for i, n in enumerate(nodes)}
+    A = np.zeros((len(nodes), len(nodes)))
+    for link in data["links"]:
+        A[at[link["target"]], at[link["source"]]] = link["weight"]
+    kind = np.array([n["feature_type"] for n in nodes])
+    w = np.array([n["token_prob"] for n in nodes])
+    a = np.abs(A) / np.maximum(np.abs(A).sum(1, keepdims=True), 1e-30)
+    infl, step = np.zeros(len(nodes)), w @ a
+    while step.any():
+        infl, step = infl + step, step @ a
+    tokens, errors = infl[kind == "embedding"].sum(), infl[kind == "mlp reconstruction error"].sum()
+    error_share = a[:, kind == "mlp reconstruction error"].sum(1)
+    completeness = ((1 - error_share) * (infl + w)).sum() / (infl + w).sum()
+    info = graph.prune().info
+    assert info.replacement_score == pytest.approx(tokens / (tokens + errors), rel=1e-5)
+    assert info.completeness_score == pytest.approx(completeness, rel=1e-5)

@@ -142,8 +142,23 @@ def test_the_pages_pruning_is_tl_clt_prune(hostile):
     data = page.data["tl-graph"]
     assert not data["meta"]["truncated"] and data["meta"]["max_node_threshold"] > 0.9
     cases = [(0.5, 0.9), (0.7, 0.95), (0.8, 0.98), (0.9, 0.99)]
+    meta = data["meta"]
+    info = graph.prune(meta["node_threshold"], meta["edge_threshold"]).info
+    scores = ["replacement", "completeness", "replacement_strict", "completeness_strict"]
+    assert [meta[k] for k in scores] == [
+        info.replacement_score,
+        info.completeness_score,
+        info.replacement_score_strict,
+        info.completeness_score_strict,
+    ]
     with Browser() as b:
         b.open(path)
+        subtitle = b.eval("document.getElementById('subtitle').textContent")
+        shown = [b.eval(f"Number({meta[k]}).toPrecision(3)") for k in scores]
+        assert (
+            f"default pruning: replacement {shown[0]}, completeness {shown[1]} (strict, counting "
+            f"what pruning dropped as error: {shown[2]}, {shown[3]})"
+        ) in subtitle
         for nt, et in cases:
             js = b.eval(
                 f"(function () {{ var d = TLGraph.data('tl-graph'), g = TLGraph.model(d);"

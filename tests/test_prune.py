@@ -101,6 +101,13 @@ def test_scores_by_hand():
     assert pruned.replacement == pytest.approx(0.28125 / (0.28125 + 0.28125 + 0.4375))
     # completeness (L .75 + f1 .5625 + f3 .28125 + t0 .28125 + e .28125) / 2.875
     assert pruned.completeness == pytest.approx(2.15625 / 2.875)
+    # the pruned graph as it stands (its own edges, normalised anew): L<-f1 1, f1<-f3 1,
+    # f3<-t0 .5, f3<-e .5; influence f1 1, f3 1, t0 .5, e .5 (t1 is kept, without edges)
+    sub = P.subgraph(A, r.node_mask, r.edge_mask)
+    own = P.scores(sub.adjacency, w[sub.index], is_error[sub.index], is_token[sub.index])
+    assert own.replacement == pytest.approx(0.5 / (0.5 + 0.5))
+    # completeness (L 1 + f1 1 + f3 .5 + t0 .5 + e .5) / (1 + 1 + 1 + .5 + .5)
+    assert own.completeness == pytest.approx(3.5 / 4.0)
 
 
 def test_subgraph_remembers_original_indices():

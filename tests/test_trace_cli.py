@@ -29,7 +29,15 @@ def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
     assert text.count(" -> ") >= 3 and "logit" in text
     graph, pruned = AttributionGraph.load(out / "graph"), AttributionGraph.load(out / "pruned")
     assert pruned.original_index is not None and pruned.n_nodes < graph.n_nodes
-    assert f"{pruned.info.replacement_score:.3f}" in text
+    info, full = pruned.info, graph.scores()
+    assert (
+        f"replacement score: {info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned, "
+        f"{info.replacement_score_strict:.3f} strict"
+    ) in text
+    assert (
+        f"completeness score: {info.completeness_score:.3f} pruned, {full.completeness:.3f} "
+        f"unpruned, {info.completeness_score_strict:.3f} strict"
+    ) in text
     # the share of feature influence pruning keeps, against influence from the matrix inverse
     a = graph.adjacency.double().abs()
     a = a / a.sum(1, keepdim=True).clamp(min=1e-30)

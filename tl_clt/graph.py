@@ -94,8 +94,14 @@ class GraphInfo:
     d_vocab: int | None = None
     node_threshold: float | None = None  # set on pruned graphs
     edge_threshold: float | None = None
-    replacement_score: float | None = None  # of a pruned graph, measured against its parent
+    # of a pruned graph: its scores as it stands (its own edges, normalised anew; what
+    # circuit-tracer's compute_graph_scores gives on a pruned adjacency)
+    replacement_score: float | None = None
     completeness_score: float | None = None
+    # of a pruned graph, measured in its parent: what pruning dropped counts as error, so these
+    # say how much of the parent's answer the pruned graph accounts for
+    replacement_score_strict: float | None = None
+    completeness_score_strict: float | None = None
 
 
 @dataclass(eq=False)
@@ -174,8 +180,9 @@ class AttributionGraph:
     ) -> AttributionGraph:
         """The graph pruned by node then edge influence (`tl_clt.prune.prune`; with
         `rank_always_kept=False` the node threshold is measured against the features' and
-        errors' influence only); it records its original node indices and its scores (pruned
-        nodes and edges count as error)."""
+        errors' influence only); it records its original node indices and, in `info`, two pairs
+        of scores: `replacement_score` / `completeness_score` of the pruned graph as it stands,
+        and `*_strict`, where what pruning dropped counts as error."""
         w = self.logit_weights
         is_error, is_token = self.mask(NodeKind.ERROR), self.mask(NodeKind.EMBEDDING)
         result = P.prune(
@@ -187,15 +194,18 @@ class AttributionGraph:
             edge_threshold=edge_threshold,
             rank_always_kept=rank_always_kept,
         )
-        sc = P.scores(self.adjacency, w, is_error, is_token, result.node_mask, result.edge_mask)
+        strict = P.scores(self.adjacency, w, is_error, is_token, result.node_mask, result.edge_mask)
         sub = P.subgraph(self.adjacency, result.node_mask, result.edge_mask)
+        own = P.scores(sub.adjacency, w[sub.index], is_error[sub.index], is_token[sub.index])
         index = sub.index if self.original_index is None else self.original_index[sub.index]
         info = dataclasses.replace(
             self.info,
             node_threshold=node_threshold,
             edge_threshold=edge_threshold,
-            replacement_score=sc.replacement,
-            completeness_score=sc.completeness,
+            replacement_score=own.replacement,
+            completeness_score=own.completeness,
+            replacement_score_strict=strict.replacement,
+            completeness_score_strict=strict.completeness,
         )
         nodes = [self.nodes[i] for i in sub.index.tolist()]
         return AttributionGraph(self.prompt, self.tokens, nodes, sub.adjacency, info, index)

@@ -151,8 +151,11 @@ def scores(
     node_mask: Bool[Tensor, " n"] | None = None,
     edge_mask: Bool[Tensor, "n n"] | None = None,
 ) -> Scores:
-    """Replacement and completeness scores; with masks, of the pruned graph, where the input
-    shares of pruned nodes and edges count as error (as the paper does for pruned graphs).
+    """Replacement and completeness scores of the graph `A`. With masks, the strict scores of
+    its pruning, measured in `A`: the input shares of pruned nodes and edges count as error, so
+    they say how much of `A`'s answer the pruned graph accounts for. (A pruned graph's scores
+    as it stands, what circuit-tracer's compute_graph_scores gives on a pruned adjacency, are
+    `scores` of its own adjacency, `subgraph(A, node_mask, edge_mask).adjacency`.)
 
     Replacement: influence reaching the outputs from tokens / (from tokens + from errors).
     Completeness: Σ_n (1 − share of n's input from errors)(influence_n + w_n) / Σ_n (influence_n + w_n).
@@ -188,7 +191,7 @@ def kept_influence(
 ) -> KeptInfluence:
     """How much of the features' influence (`influence`, in the unpruned graph) a pruning that
     keeps `kept` holds, and the tokens' share of all influence: the influence pruning drops
-    counts as error in the pruned scores, so `dropped` bounds how far they fall."""
+    counts as error in the strict pruned scores, so `dropped` bounds how far they fall."""
     tiny = 1e-30
     features = infl[is_feature].sum().clamp(min=tiny)
     return KeptInfluence(

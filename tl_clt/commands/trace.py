@@ -161,8 +161,7 @@ def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
     print(
         f"pruning kept {kept.n_kept} of {kept.n_features} features, holding "
         f"{kept.kept_share:.1%} of the features' influence (tokens, always kept, hold "
-        f"{kept.token_share:.1%} of all influence); what pruning drops counts as error in the "
-        "pruned scores"
+        f"{kept.token_share:.1%} of all influence)"
     )
     logits = [pruned.nodes[i] for i in pruned.indices(NodeKind.LOGIT)]
     top = max(logits, key=lambda n: n.weight)
@@ -174,10 +173,17 @@ def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
     for path in pruned.top_paths(k):
         labels = " -> ".join(pruned.nodes[i].label() for i in path.nodes)
         print(f"  {path.score:.4f}  {labels}")
+    info = pruned.info
     print(
-        f"replacement score: {pruned.info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned"
+        f"replacement score: {info.replacement_score:.3f} pruned, {full.replacement:.3f} unpruned, "
+        f"{info.replacement_score_strict:.3f} strict"
     )
     print(
-        f"completeness score: {pruned.info.completeness_score:.3f} pruned, {full.completeness:.3f} unpruned"
+        f"completeness score: {info.completeness_score:.3f} pruned, {full.completeness:.3f} "
+        f"unpruned, {info.completeness_score_strict:.3f} strict"
+    )
+    print(
+        "(pruned: the pruned graph scored on its own edges; strict: what pruning dropped counts "
+        "as error, so the share of the answer the pruned graph accounts for)"
     )
     print(f"wrote {out / 'graph'}, {out / 'pruned'} and {out / (slug + '.json')}")

@@ -245,6 +245,8 @@ def _meta(graph, pruned, title, nt, et, max_nt, infl, n_among, n_held) -> dict[s
         "total_influence": float(infl.double().sum()),
         "replacement": pruned.info.replacement_score,
         "completeness": pruned.info.completeness_score,
+        "replacement_strict": pruned.info.replacement_score_strict,
+        "completeness_strict": pruned.info.completeness_score_strict,
         "edges_among_nodes": n_among,  # nonzero edges among the nodes held
         "truncated": n_among > n_held,
         "hist_edges": None,

@@ -280,7 +280,8 @@ var TLGraph = (function () {
     var M = d.meta, root = document.getElementById("graph"), box = document.getElementById("detail");
     document.getElementById("title").textContent = M.title;
     document.getElementById("subtitle").textContent = M.model + " \u00b7 " + M.transcoder + " \u00b7 " + M.n_graph_nodes +
-      " nodes in the full graph \u00b7 replacement " + fmt(M.replacement) + ", completeness " + fmt(M.completeness) + " (default pruning)" +
+      " nodes in the full graph \u00b7 default pruning: replacement " + fmt(M.replacement) + ", completeness " + fmt(M.completeness) +
+      " (strict, counting what pruning dropped as error: " + fmt(M.replacement_strict) + ", " + fmt(M.completeness_strict) + ")" +
       (M.truncated ? " \u00b7 the page holds the strongest edges only: re-pruning is approximate" : "");
     document.getElementById("legend").textContent = "edges: blue excites, red inhibits, width = share of the target's input \u00b7 " +
       "circles: features, squares: errors, bars: tokens (bottom) and logits (top) \u00b7 dashed boxes: supernodes";
