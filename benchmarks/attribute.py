@@ -177,11 +177,14 @@ def run_lengths(rm: ReplacementModel, prompts: list[torch.Tensor], budget: int) 
         track_heap()
     peaks = [peak_mb(lambda ids=ids, b=b: attribute(rm, ids[None], max_feature_nodes=b, progress=False), device)
              for ids, b in cases]  # fmt: skip
+    print("(scores after default pruning: the pruned graph as it stands, then strict, with what "
+          "pruning dropped counted as error)")  # fmt: skip
     print(f"{'tokens':>6} {'budget':>7} {'active':>7} {'nodes':>6} {'seconds':>8} {'peak MB':>8} "
-          f"{'replacement':>11} {'completeness':>12}")  # fmt: skip
+          f"{'replacement':>11} {'completeness':>12} {'strict':>7} {'strict':>7}")  # fmt: skip
     for (ids, b), (graph, seconds), peak in zip(cases, rows, peaks):
-        pruned = graph.prune()
-        score = f"{pruned.info.replacement_score:>11.3f} {pruned.info.completeness_score:>12.3f}"
+        info = graph.prune().info
+        score = (f"{info.replacement_score:>11.3f} {info.completeness_score:>12.3f} "
+                 f"{info.replacement_score_strict:>7.3f} {info.completeness_score_strict:>7.3f}")  # fmt: skip
         print(f"{len(ids):>6} {b or 'all':>7} {graph.info.n_active_features:>7} "
               f"{graph.n_nodes:>6} {seconds:>8.3f} {peak:>8.1f} {score}")  # fmt: skip
 
@@ -198,32 +201,42 @@ def run_case_studies(rm: ReplacementModel) -> None:
         )
     except (ImportError, AttributeError, TLCLTError):
         return
-    print("scores of the whole graph and after default pruning (pruned nodes and edges count as "
-          "error)")  # fmt: skip
-    print("(then: the node threshold measured against features and errors only, "
-          "rank_always_kept=False; tokens: the tokens' share of all node influence; cut: the "
-          "influence of the features default pruning drops, over the logits' total weight)")  # fmt: skip
-    print(f"{'whole: repl.':>12} {'compl.':>7} {'pruned: repl.':>13} {'compl.':>7} "
-          f"{'repl.':>7} {'compl.':>7} {'tokens':>7} {'cut':>6}  prompt")  # fmt: skip
+    print("replacement / completeness of the whole graph; after default pruning, of the pruned "
+          "graph as it stands; strict: the pruned graph measured in the whole one, with what "
+          "pruning dropped counted as error; strict, ranking only features and errors "
+          "(rank_always_kept=False)")  # fmt: skip
+    print("(tokens: the tokens' share of all node influence; depth: all node influence over the "
+          "logits' weight; cut: the influence of the features default pruning drops over the "
+          "logits' weight, about (1 - 0.8) x depth, which the strict replacement score loses)")  # fmt: skip
+    print(f"{'whole':>13} {'pruned':>13} {'strict':>13} {'strict, rank':>13} {'tokens':>7} "
+          f"{'depth':>6} {'cut':>5}  prompt")  # fmt: skip
     graphs = []
     for prompt in prompts:
         graph = attribute(rm, prompt, progress=False)
         graphs.append(graph)
         whole, pruned = graph.scores(), graph.prune()
-        alt = graph.prune(rank_always_kept=False)
+        info, alt = pruned.info, graph.prune(rank_always_kept=False).info
         kept = graph.kept_influence(pruned)
-        print(f"{whole.replacement:>12.3f} {whole.completeness:>7.3f} "
-              f"{pruned.info.replacement_score:>13.3f} {pruned.info.completeness_score:>7.3f} "
-              f"{alt.info.replacement_score:>7.3f} {alt.info.completeness_score:>7.3f} "
-              f"{kept.token_share:>7.2f} {kept.dropped:>6.2f}  {prompt!r}")  # fmt: skip
+        depth = float(graph.influence().influence.sum() / graph.logit_weights.sum())
+        print(f"{whole.replacement:>6.3f} {whole.completeness:>6.3f} "
+              f"{info.replacement_score:>6.3f} {info.completeness_score:>6.3f} "
+              f"{info.replacement_score_strict:>6.3f} {info.completeness_score_strict:>6.3f} "
+              f"{alt.replacement_score_strict:>6.3f} {alt.completeness_score_strict:>6.3f} "
+              f"{kept.token_share:>7.2f} {depth:>6.2f} {kept.dropped:>5.2f}  {prompt!r}")  # fmt: skip
     print("other node thresholds (edge threshold 0.98), range over these prompts:")
     for threshold in NODE_THRESHOLDS:
-        pruned = [graph.prune(threshold) for graph in graphs]
-        repl = [p.info.replacement_score for p in pruned]
-        compl = [p.info.completeness_score for p in pruned]
-        n_kept = [int(p.mask(NodeKind.FEATURE).sum()) for p in pruned]
-        print(f"  {threshold:.2f}: replacement {min(repl):.2f}-{max(repl):.2f}, completeness "
-              f"{min(compl):.2f}-{max(compl):.2f}, features kept {min(n_kept)}-{max(n_kept)}")  # fmt: skip
+        pruned_graphs = [graph.prune(threshold) for graph in graphs]
+        infos = [p.info for p in pruned_graphs]
+        n_kept = [int(p.mask(NodeKind.FEATURE).sum()) for p in pruned_graphs]
+        ranges = {
+            name: f"{min(getattr(i, key) for i in infos):.2f}-{max(getattr(i, key) for i in infos):.2f}"
+            for name, key in [("replacement", "replacement_score"),
+                              ("completeness", "completeness_score"),
+                              ("strict replacement", "replacement_score_strict"),
+                              ("strict completeness", "completeness_score_strict")]
+        }  # fmt: skip
+        print(f"  {threshold:.2f}: " + ", ".join(f"{k} {v}" for k, v in ranges.items())
+              + f", features kept {min(n_kept)}-{max(n_kept)}")  # fmt: skip
 
 
 def run_phases(rm: ReplacementModel, ids: torch.Tensor, **kw: Any) -> None:
@@ -281,7 +294,9 @@ def main() -> None:
         f"{ids.shape[1]} tokens, budget {budget}, batch {args.gemma_batch}: "
         f"{graph.info.n_active_features} active features, "
         f"{graph.n_nodes} nodes, {seconds:.3f} s, peak {peak:.0f} MB; after default pruning: "
-        f"replacement {pruned.info.replacement_score:.3f}, completeness {pruned.info.completeness_score:.3f}"
+        f"replacement {pruned.info.replacement_score:.3f}, completeness "
+        f"{pruned.info.completeness_score:.3f} (strict {pruned.info.replacement_score_strict:.3f}, "
+        f"{pruned.info.completeness_score_strict:.3f})"
     )
     run_phases(rm, ids, max_feature_nodes=budget, batch_size=args.gemma_batch)
     if gpu.type == "cuda":
