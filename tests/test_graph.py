@@ -163,10 +163,22 @@ def test_scores_match_prune_functions(graph):
     assert s == direct and 0 < s.replacement < 1 and 0 < s.completeness < 1
 
 
+def _scores_np(A, w, is_error, is_token, counted=None):
+    """The §3 scores, written out with numpy (an independent computation); `counted`: the nodes
+    the completeness sums run over (default: all)."""
+    a = np.abs(A) / np.maximum(np.abs(A).sum(1, keepdims=True), 1e-30)
+    infl, step = np.zeros(len(w)), w @ a
+    while step.any():
+        infl, step = infl + step, step @ a
+    tokens, errors = infl[is_token].sum(), infl[is_error].sum()
+    out = (infl + w) * (np.ones(len(w), bool) if counted is None else counted)
+    completeness = ((1 - a[:, is_error].sum(1)) * out).sum() / out.sum()
+    return tokens / (tokens + errors), completeness
+
+
 def test_pruned_scores_are_those_of_the_exported_graph_json(graph):
     """A pruned graph's `replacement_score` / `completeness_score` are the §3 formulas applied to
-    the pruned graph as exported (nodes and links of the Neuronpedia JSON), computed here
-    independently with numpy."""
+    the pruned graph as exported (nodes and links of the Neuronpedia JSON)."""
     data = to_neuronpedia(graph, "tiny")
     nodes = data["nodes"]
     at = {n["node_id"]: i for i, n in enumerate(nodes)}
@@ -175,13 +187,39 @@ def test_pruned_scores_are_those_of_the_exported_graph_json(graph):
         A[at[link["target"]], at[link["source"]]] = link["weight"]
     kind = np.array([n["feature_type"] for n in nodes])
     w = np.array([n["token_prob"] for n in nodes])
-    a = np.abs(A) / np.maximum(np.abs(A).sum(1, keepdims=True), 1e-30)
-    infl, step = np.zeros(len(nodes)), w @ a
-    while step.any():
-        infl, step = infl + step, step @ a
-    tokens, errors = infl[kind == "embedding"].sum(), infl[kind == "mlp reconstruction error"].sum()
-    error_share = a[:, kind == "mlp reconstruction error"].sum(1)
-    completeness = ((1 - error_share) * (infl + w)).sum() / (infl + w).sum()
+    replacement, completeness = _scores_np(
+        A, w, kind == "mlp reconstruction error", kind == "embedding"
+    )
     info = graph.prune().info
-    assert info.replacement_score == pytest.approx(tokens / (tokens + errors), rel=1e-5)
+    assert info.replacement_score == pytest.approx(replacement, rel=1e-5)
     assert info.completeness_score == pytest.approx(completeness, rel=1e-5)
+
+
+def test_scores_of_chosen_features(graph):
+    """graph.scores(features): the same as turning every other feature into an error node of its
+    own (its inputs no longer counted, and left out of the completeness sums, which run over
+    the nodes that stay), scored with numpy; all features give the plain scores."""
+    feats = graph.indices(NodeKind.FEATURE)
+    infl = graph.influence().influence
+    chosen = sorted(feats, key=lambda i: -float(infl[i]))[: len(feats) // 3]
+    dropped = sorted(set(feats) - set(chosen))
+    A = graph.adjacency.double().numpy().copy()
+    A[dropped] = 0.0
+    is_error = graph.mask(NodeKind.ERROR).numpy().copy()
+    is_error[dropped] = True
+    w = graph.logit_weights.double().numpy()
+    stays = np.ones(graph.n_nodes, bool)
+    stays[dropped] = False
+    replacement, completeness = _scores_np(
+        A, w, is_error, graph.mask(NodeKind.EMBEDDING).numpy(), counted=stays
+    )
+    got = graph.scores(chosen)
+    assert got.replacement == pytest.approx(replacement, rel=1e-5)
+    assert got.completeness == pytest.approx(completeness, rel=1e-5)
+    whole = graph.scores()
+    assert graph.scores(feats) == pytest.approx(whole)
+    assert got.replacement < whole.replacement
+    with pytest.raises(InputError, match="feature nodes"):
+        graph.scores([graph.indices(NodeKind.ERROR)[0]])
+    with pytest.raises(InputError, match="feature nodes"):
+        graph.scores([graph.n_nodes])

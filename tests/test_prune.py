@@ -110,6 +110,19 @@ def test_scores_by_hand():
     assert own.completeness == pytest.approx(3.5 / 4.0)
 
 
+def test_scores_of_chosen_features_by_hand():
+    """Only f1 chosen: f2 and f3 count as error where they feed a node."""
+    A, w, is_token, is_error, is_feature, is_logit = hand_graph()
+    keep = ~is_feature
+    keep[F1] = True
+    s = P.scores(A, w, is_error, is_token, keep)
+    # L<-f1 .75 (f2's .25 lost), f1<-t0 .25 (f3's .75 lost); influence f1 .75, t0 .1875, e 0;
+    # lost .25 * 1 + .75 * .75 = .8125
+    assert s.replacement == pytest.approx(0.1875 / (0.1875 + 0.8125))
+    # completeness (L .75 * 1 + f1 .25 * .75 + t0 .1875) / (1 + .75 + .1875)
+    assert s.completeness == pytest.approx(1.125 / 1.9375)
+
+
 def test_subgraph_remembers_original_indices():
     A, w, is_token, is_error, is_feature, is_logit = hand_graph()
     r = P.prune(A, w, is_token | is_logit, is_feature, node_threshold=0.8, edge_threshold=0.9)

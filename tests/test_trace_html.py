@@ -35,6 +35,12 @@ def test_trace_writes_the_graph_page_with_supernodes(tmp_path, capsys):
     )
     assert expected.supernodes and f"supernodes: {len(expected.supernodes)}" in text
     assert "| supernode |" in text and "correlation" in text and "wrote the graph page" in text
+    members = sorted({i for sn in expected.supernodes for i in sn.members})
+    alone = AttributionGraph.load(out / "graph").scores(pruned.original_index[members].tolist())
+    assert (
+        f"the supernodes' {len(members)} features alone: replacement score "
+        f"{alone.replacement:.3f}, completeness {alone.completeness:.3f}"
+    ) in text
     ids = node_ids(pruned)
     data = json.loads((out / "demo.json").read_text())
     present = {n["node_id"] for n in data["nodes"]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -163,14 +164,27 @@ class AttributionGraph:
         """Each node's influence on the logit targets (`tl_clt.prune.node_influence`)."""
         return P.node_influence(self.adjacency, self.logit_weights)
 
-    def scores(self) -> P.Scores:
-        """Replacement and completeness scores of this graph as it stands."""
-        return P.scores(
-            self.adjacency,
-            self.logit_weights,
-            is_error=self.mask(NodeKind.ERROR),
-            is_token=self.mask(NodeKind.EMBEDDING),
-        )
+    def scores(self, features: Iterable[int] | None = None) -> P.Scores:
+        """Replacement and completeness scores of this graph as it stands; with `features`
+        (indices of some of its feature nodes, e.g. a circuit or its supernodes' members), the
+        scores of those features alone: every other feature's share of its targets' input counts
+        as error (tokens, errors and logits stay), so they say how much of the answer the chosen
+        features account for."""
+        is_error, is_token = self.mask(NodeKind.ERROR), self.mask(NodeKind.EMBEDDING)
+        if features is None:
+            return P.scores(self.adjacency, self.logit_weights, is_error, is_token)
+        chosen = [int(i) for i in features]
+        is_feature = self.mask(NodeKind.FEATURE)
+        wrong = [i for i in chosen if not 0 <= i < self.n_nodes or not is_feature[i]]
+        if wrong:
+            raise InputError(
+                f"scores(features=...) takes indices of this graph's feature nodes; {wrong[:5]} "
+                f"are not (use graph.indices(NodeKind.FEATURE), or map a pruned graph's nodes "
+                f"with its original_index)"
+            )
+        keep = ~is_feature
+        keep[chosen] = True
+        return P.scores(self.adjacency, self.logit_weights, is_error, is_token, keep)
 
     def prune(
         self,

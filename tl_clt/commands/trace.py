@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                       index=index)  # fmt: skip
     _report(graph, pruned, args.paths, out, slug)
     if grouped is not None:
-        _report_supernodes(rm, grouped, args.validate_supernodes)
+        _report_supernodes(rm, grouped, args.validate_supernodes, graph)
     if args.html:
         page = render_graph(graph, index, grouped, clt, node_threshold=args.node_threshold,
                             edge_threshold=args.edge_threshold)  # fmt: skip
@@ -138,12 +138,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_supernodes(rm: Any, grouped: Any, validate: bool) -> None:
+def _report_supernodes(rm: Any, grouped: Any, validate: bool, graph: Any) -> None:
     from tl_clt import validate_supernodes
 
     print(f"supernodes: {len(grouped.supernodes)}")
     for s in grouped.supernodes:
         print(f"  {s.name}: {len(s.members)} features")
+    members = sorted({i for s in grouped.supernodes for i in s.members})
+    if members:
+        # measured in the whole graph: every feature outside the supernodes counts as error
+        sc = graph.scores(grouped.graph.original_index[members].tolist())
+        print(
+            f"the supernodes' {len(members)} features alone: replacement score {sc.replacement:.3f}, "
+            f"completeness {sc.completeness:.3f} (every other feature counts as error)"
+        )
     if validate and grouped.supernodes:
         print(validate_supernodes(rm, grouped))
 
