@@ -166,8 +166,20 @@ def test_the_pages_pruning_is_tl_clt_prune(hostile):
                 f" return d.nodes.id.filter(function (id, i) {{ return v.nodes[i]; }}); }})()"
             )  # fmt: skip
             assert set(js) == _pruned_ids(graph, (nt, et)), (nt, et)
+            sc = b.eval(
+                f"(function () {{ var g = TLGraph.model(TLGraph.data('tl-graph'));"
+                f" var s = TLGraph.scores(g, TLGraph.prune(g, {nt}, {et}));"
+                f" return [s.replacement, s.completeness]; }})()"
+            )  # fmt: skip
+            info = graph.prune(nt, et).info
+            assert sc == pytest.approx([info.replacement_score, info.completeness_score], rel=1e-5)
         b.open(path, fragment="nt=0.6&et=0.95")  # the sliders, set from the address
         assert set(_drawn(b, "#graph .node", "data-node")) == _pruned_ids(graph, (0.6, 0.95))
+        info = graph.prune(0.6, 0.95).info
+        shown = [b.eval(f"Number({x}).toPrecision(3)")
+                 for x in (info.replacement_score, info.completeness_score)]  # fmt: skip
+        counts = b.eval("document.getElementById('counts').textContent")
+        assert f"this pruning: replacement {shown[0]}, completeness {shown[1]}" in counts
         b.open(path, fragment="group=1")  # supernodes collapsed into one box each
         units = _drawn(b, "#graph rect.supernode.unit", "data-supernode")
         members = {node_ids(pruned)[i] for s in grouped.supernodes for i in s.members}

@@ -302,8 +302,10 @@ var TLGraph = (function () {
       drawSupernodes(d, g, U, state.collapsed, state.collapsed ? nodes : boxes);
       U.list.forEach(function (u) { if (u.node !== undefined) nodes.appendChild(drawNode(d, u)); });
       var shown = U.list.filter(function (u) { return u.node !== undefined; }).length;
+      var sc = TLPrune.scores(g, state.view), approx = M.truncated ? "\u2248" : "";
       document.getElementById("counts").textContent = shown + " nodes, " + nEdges + " edges" +
-        (state.collapsed ? ", " + (U.list.length - shown) + " supernodes collapsed" : "");
+        (state.collapsed ? ", " + (U.list.length - shown) + " supernodes collapsed" : "") +
+        " \u00b7 this pruning: replacement " + approx + fmt(sc.replacement) + ", completeness " + approx + fmt(sc.completeness);
       document.getElementById("nt-value").textContent = Number(nt.value).toFixed(3);
       document.getElementById("et-value").textContent = Number(et.value).toFixed(3);
       state.units = U;
@@ -360,5 +362,5 @@ var TLGraph = (function () {
     document.body.setAttribute("data-render-ms", performance.now().toFixed(1));
   }
 
-  return { data: data, page: page, model: model, prune: TLPrune.prune };
+  return { data: data, page: page, model: model, prune: TLPrune.prune, scores: TLPrune.scores };
 })();

@@ -4,7 +4,7 @@
    weights: logit probabilities), totalInfluence (the full graph's), always[] (kept nodes)}. */
 "use strict";
 var TLPrune = (function () {
-  var FEAT = 1;
+  var TOKEN = 0, FEAT = 1, ERR = 2;
   function rowNormalised(g, alive) {
     var sums = new Float64Array(g.n), ahat = new Float64Array(g.m);
     for (var e = 0; e < g.m; e++) if (alive[e]) sums[g.t[e]] += Math.abs(g.w[e]);
@@ -58,5 +58,21 @@ var TLPrune = (function () {
     return { nodes: keepNode, edges: keepEdge };
   }
 
-  return { prune: prune, cutoff: cutoff, influence: influence, rowNormalised: rowNormalised };
+  /* Replacement and completeness scores of the pruned graph `view` as it stands (its own edges,
+     normalised anew): tl_clt.prune.scores on the pruned adjacency. */
+  function scores(g, view) {
+    var ahat = rowNormalised(g, view.edges), infl = influence(g, view.edges, ahat);
+    var fromErr = new Float64Array(g.n), tokens = 0, errors = 0, num = 0, den = 0, e, i;
+    for (e = 0; e < g.m; e++) if (view.edges[e] && g.kind[g.s[e]] === ERR) fromErr[g.t[e]] += ahat[e];
+    for (i = 0; i < g.n; i++) {
+      if (!view.nodes[i]) continue;
+      if (g.kind[i] === TOKEN) tokens += infl[i];
+      if (g.kind[i] === ERR) errors += infl[i];
+      num += (1 - fromErr[i]) * (infl[i] + g.wt[i]);
+      den += infl[i] + g.wt[i];
+    }
+    return { replacement: tokens / Math.max(tokens + errors, 1e-30), completeness: num / Math.max(den, 1e-30) };
+  }
+
+  return { prune: prune, scores: scores, cutoff: cutoff, influence: influence, rowNormalised: rowNormalised };
 })();
