@@ -56,6 +56,21 @@ def test_save_load_round_trip(graph, tmp_path):
     again = AttributionGraph.load(tmp_path / "p")
     assert torch.equal(again.original_index, pruned.original_index)
     assert again.info.replacement_score == pruned.info.replacement_score
+    # a pruned graph saved before pruned graphs had two pairs of scores held the strict pair
+    # under the plain names: it loads with them as the strict pair and its own scores computed
+    record = json.loads((tmp_path / "p" / "graph.json").read_text())
+    old = record["info"]
+    old["replacement_score"] = old.pop("replacement_score_strict")
+    old["completeness_score"] = old.pop("completeness_score_strict")
+    (tmp_path / "p" / "graph.json").write_text(json.dumps(record))
+    older = AttributionGraph.load(tmp_path / "p")
+    info, want = older.info, pruned.info
+    assert (info.replacement_score_strict, info.completeness_score_strict) == (
+        want.replacement_score_strict,
+        want.completeness_score_strict,
+    )
+    assert info.replacement_score == pytest.approx(want.replacement_score, rel=1e-6)
+    assert info.completeness_score == pytest.approx(want.completeness_score, rel=1e-6)
 
 
 def test_damaged_files_raise_checkpoint_errors(graph, tmp_path):

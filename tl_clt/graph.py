@@ -288,13 +288,28 @@ class AttributionGraph:
             raise CheckpointError(f"{directory / NODES_FILE} is not a {FORMAT} graph file")
         try:
             nodes = [_node_from_json(n) for n in record["nodes"]]
-            info = GraphInfo(**record["info"])
-            return cls(
-                record["prompt"], tensors["tokens"], nodes, tensors["adjacency"], info,
-                tensors.get("original_index"),
+            fields = dict(record["info"])
+            older = (
+                fields.get("node_threshold") is not None
+                and "replacement_score_strict" not in fields
+            )
+            if older:  # a pruned graph saved when its one pair of scores was the strict pair
+                fields["replacement_score_strict"] = fields.pop("replacement_score", None)
+                fields["completeness_score_strict"] = fields.pop("completeness_score", None)
+            graph = cls(
+                record["prompt"], tensors["tokens"], nodes, tensors["adjacency"],
+                GraphInfo(**fields), tensors.get("original_index"),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise CheckpointError(f"the graph in {directory} is malformed: {exc}") from exc
+        if older:  # its own scores, from the edges it holds
+            own = graph.scores()
+            graph.info = dataclasses.replace(
+                graph.info,
+                replacement_score=own.replacement,
+                completeness_score=own.completeness,
+            )
+        return graph
 
 
 def _node_to_json(node: Node) -> dict[str, Any]:
