@@ -46,7 +46,7 @@ def calibrate(rm: ReplacementModel, tokens: torch.Tensor, active: int) -> None:
     lens, clt = rm.lens, rm.clt
     names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in range(rm.n_layers)]
     with torch.no_grad():
-        _, cache = lens.run_with_cache(tokens, names)
+        _, cache = lens.cache(tokens, names)
         for layer, name in enumerate(names):
             h = cache[name][0, 1:].to(clt.dtype) @ clt.W_enc_at(layer)
             clt.b_enc[layer] = -h.float().topk(active, dim=-1).values[:, -1].mean()

@@ -54,7 +54,7 @@ def random_setup(n_tokens: int, n_features: int, seq_len: int):
     with torch.no_grad():  # each feature fires on ~2% of tokens
         clt.W_enc.normal_(0, 1, generator=gen)
         names = [lens.mlp_in(layer) for layer in range(4)]
-        _, cache = lens.run_with_cache(tokens[:64].to(lens.device), names)
+        _, cache = lens.cache(tokens[:64].to(lens.device), names)
         for layer, name in enumerate(names):
             pre = cache[name][:, 1:].reshape(-1, 128) @ clt.W_enc[layer]
             clt.b_enc[layer] = -torch.quantile(pre, 0.98, dim=0)

@@ -67,7 +67,9 @@ def activations(
     for idx in by_len.values():
         for start in range(0, len(idx), 256):
             chunk = idx[start : start + 256]
-            _, cache = rm.run_with_cache(torch.stack([tokens[i] for i in chunk]), names)
+            with torch.no_grad():
+                batch = torch.stack([tokens[i] for i in chunk])
+                _, cache = rm.run_with_cache(batch, names_filter=names)
             acts = torch.stack([cache[n] for n in names], 2).float().cpu()  # [b, pos, L, F]
             for p in positions:
                 out[p][chunk] = acts[:, p]

@@ -77,7 +77,7 @@ def random_model(n_items: int):
     names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in range(4)]
     with torch.no_grad():  # encoder biases: about 25 active features per token and layer
         clt.W_enc.normal_(0.0, 128**-0.5)
-        _, cache = lens.run_with_cache(tokens[:8], names)
+        _, cache = lens.cache(tokens[:8], names)
         for layer, name in enumerate(names):
             h = cache[name][:, 1:].flatten(0, 1) @ clt.W_enc_at(layer)
             clt.b_enc[layer] = -h.topk(25, dim=-1).values[:, -1].mean()

@@ -32,7 +32,7 @@ def _reference(lens, tokens, keep, in_hook="ln2.hook_normalized"):
     names = [lens.mlp_in(i, in_hook) for i in range(lens.n_layers)]
     names += [lens.mlp_out(i) for i in range(lens.n_layers)]
     with torch.no_grad():
-        _, cache = lens.run_with_cache(tokens, names)
+        _, cache = lens.cache(tokens, names)
     L = lens.n_layers
     x = torch.stack([cache[n][keep] for n in names[:L]], 1)
     y = torch.stack([cache[n][keep] for n in names[L:]], 1)

@@ -66,7 +66,7 @@ def measure(rm: ReplacementModel, graph, diff: tuple[int, int] | None = None):
     hooks = [(name, lambda x, hook, w=w: zero(x, hook, w)) for name, w in ablate.items()]
     hooks += [(H.feature_pre(i), lambda x, hook, i=i: save(x, hook, i)) for i in range(rm.n_layers)]
     with torch.no_grad(), rm.frozen(run, features=True):
-        logits = rm.run_with_hooks(tokens.expand(B, -1), hooks, spliced=False)[:, -1]
+        logits = rm.run_with_hooks(tokens.expand(B, -1), fwd_hooks=hooks, spliced=False)[:, -1]
     targets = [i for i, n in enumerate(graph.nodes) if n.kind in (NodeKind.FEATURE, NodeKind.LOGIT)]
     values = []
     for i in targets:

@@ -213,7 +213,8 @@ CASES: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     (
         "unknown clt hook",
         lambda t: ReplacementModel(get_model("gpt2"), clt_for(get_model("gpt2"))).run_with_hooks(
-            get_model("gpt2").tokens("w1"), [("clt.blocks.0.hook_feat", lambda x, hook: x)]
+            get_model("gpt2").tokens("w1"),
+            fwd_hooks=[("clt.blocks.0.hook_feat", lambda x, hook: x)],
         ),
         UnknownHookError,
         "no hook 'clt.blocks.0.hook_feat'",

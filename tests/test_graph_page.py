@@ -215,7 +215,7 @@ def test_circuitsvis_renderings_show_the_right_numbers_and_hostile_tokens_as_tex
     vis = panel.items[0][1]
     tokens = lens.tokens(PROMPT)
     names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in range(2)]
-    _, cache = lens.run_with_cache(tokens, names)
+    _, cache = lens.cache(tokens, names)
     for k, label in enumerate(vis.props["secondDimensionLabels"]):
         layer, feature = (int(x) for x in label.split()[0].split(":"))
         expected = clt.encode_layer(cache[names[layer]], layer)[0, :, feature]

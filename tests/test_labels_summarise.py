@@ -151,7 +151,7 @@ def test_a_planted_token_feature_is_labelled_and_scores_above_chance(tmp_path):
     clt = random_clt(2, 32, n_features=8, model=lens.identity())
     tokens = torch.randint(3, lens.d_vocab, (120, 12), generator=torch.Generator().manual_seed(0))
     target = lens.tokenizer.convert_tokens_to_ids("w5")
-    _, cache = lens.run_with_cache(tokens, [lens.mlp_in(0)])
+    _, cache = lens.cache(tokens, [lens.mlp_in(0)])
     x, t = cache[lens.mlp_in(0)][:, 1:].reshape(-1, 32), tokens[:, 1:].reshape(-1)
     direction = x[t == target].mean(0) - x[t != target].mean(0)
     proj = x @ direction

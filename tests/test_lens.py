@@ -39,7 +39,7 @@ def test_mlp_input_hook_is_the_normalised_residual(lens):
     """ln2.hook_normalized = (resid - mean) / scale (LayerNorm) or resid / rms (RMSNorm), with
     resid the residual stream the MLP reads (resid_mid, or resid_pre for parallel blocks)."""
     resid_name = lens.resid_pre(1) if lens.parallel else lens.hook("blocks.1.hook_resid_mid")
-    _, cache = lens.run_with_cache(lens.tokens("w1 w7 w3"), [resid_name, lens.mlp_in(1)])
+    _, cache = lens.cache(lens.tokens("w1 w7 w3"), [resid_name, lens.mlp_in(1)])
     r = cache[resid_name].double()
     eps = lens.model.cfg.eps
     if lens.model.cfg.normalization_type == "RMS":

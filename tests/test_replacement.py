@@ -99,7 +99,9 @@ def test_features_reachable_through_run_with_cache_and_hooks():
         rtol=0,
     )
     # an intervention through the documented hook name changes the output
-    zeroed = rm.run_with_hooks(tokens, [(H.features(0), lambda a, hook: a * 0)], error=False)
+    zeroed = rm.run_with_hooks(
+        tokens, fwd_hooks=[(H.features(0), lambda a, hook: a * 0)], error=False
+    )
     assert (zeroed - rm(tokens, error=False)).abs().max() > 1e-3
 
 
@@ -126,7 +128,7 @@ def test_frozen_local_model_reproduces_logits_and_is_linear():
 
         hooks = [(H.features(layer), scale_feature), (H.feature_pre(2), save)]
         with rm.frozen(run, features=True):
-            rm.run_with_hooks(tokens, hooks, spliced=False)
+            rm.run_with_hooks(tokens, fwd_hooks=hooks, spliced=False)
         return out["h"]
 
     base, up, down = target_pre(1.0), target_pre(3.0), target_pre(-1.0)

@@ -101,7 +101,7 @@ def test_quality_measure_matches_a_brute_force_loop(rm):
     for text in texts:
         tokens = rm.lens.tokens(text)
         with torch.no_grad():
-            _, cache = rm.lens.run_with_cache(tokens, [rm.lens.mlp_out(i) for i in range(L)])
+            _, cache = rm.lens.cache(tokens, [rm.lens.mlp_out(i) for i in range(L)])
             run = rm.capture(tokens)
         n += tokens.shape[1] - 1  # BOS left out
         for i in range(L):

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from tl_clt.errors import UnsupportedModelError
-from tl_clt.replacement import CleanRun, ReplacementModel
+from tl_clt.replacement import ReplacementModel
+from tl_clt.splice import CleanRun, Splice
 
 
 @dataclass
@@ -43,20 +44,10 @@ def grad_free_params(model: torch.nn.Module) -> Iterator[None]:
 
 
 def linearise(replacement: ReplacementModel, run: CleanRun) -> Tape:
-    """The forward pass of phase 3 (see the module docstring)."""
-    lens, clt = replacement.lens, replacement.clt
-    L, pos = replacement.n_layers, run.tokens.shape[1]
-    mlp_in: list[Tensor | None] = [None] * L
-    outputs: list[Tensor] = []
+    """The forward pass of phase 3 (see the module docstring): the splice with `run`'s
+    patterns, scales, errors and features frozen and each MLP output a leaf."""
+    lens, L, pos = replacement.lens, replacement.n_layers, run.tokens.shape[1]
     embeddings: list[Tensor] = []
-
-    def read_input(x: Tensor, hook: Any, layer: int) -> None:
-        mlp_in[layer] = x
-
-    def constant(x: Tensor, hook: Any, value: Tensor) -> Tensor:
-        leaf = value.to(x.dtype).clone().requires_grad_(True)
-        outputs.append(leaf)
-        return leaf
 
     def embedding(x: Tensor, hook: Any) -> Tensor | None:
         if tuple(x.shape) != (1, pos, lens.d_model):  # e.g. a rotary model's unused hook
@@ -65,30 +56,20 @@ def linearise(replacement: ReplacementModel, run: CleanRun) -> Tape:
         embeddings.append(leaf)
         return leaf
 
-    hooks = replacement.freeze_hooks(run)
-    with torch.no_grad():
-        values = [clt.decode_layer(run.features, layer) + run.errors[layer] for layer in range(L)]
-    for layer in range(L):
-        hooks.append((lens.mlp_in(layer, clt.cfg.input_hook), _bind(read_input, layer=layer)))
-        hooks.append(
-            (lens.mlp_out(layer, clt.cfg.output_hook), _bind(constant, value=values[layer]))
-        )
-    hooks += [(name, embedding) for name in lens.embeddings()]
-    with torch.enable_grad():
-        logits = lens.run(run.tokens, hooks)
+    splice = Splice(error=run.errors, hold=run.features, output="leaf", freeze=run)
+    with (
+        torch.enable_grad(),
+        replacement.splice(splice) as spliced,
+        lens.hooks([(name, embedding) for name in lens.embeddings()]),
+    ):
+        logits = lens.model(run.tokens)
+    mlp_in, outputs = spliced.mlp_in, spliced.leaves
     if any(x is None for x in mlp_in) or len(outputs) != L or not embeddings:
         raise UnsupportedModelError(
             "the linearised pass did not reach every MLP input, MLP output and embedding hook; "
             "this model's blocks are not supported by attribution"
         )
     return Tape(mlp_in, logits[:, -1], outputs, embeddings)  # type: ignore[arg-type]
-
-
-def _bind(fn: Any, **kw: Any) -> Any:
-    def hook(x: Tensor, hook: Any) -> Any:
-        return fn(x, hook, **kw)
-
-    return hook
 
 
 # ---------------------------------------------------------------------- phase 4: rows

@@ -11,7 +11,7 @@ keeps only the s→s decoder; "shared" has one encoder and one decoder used at e
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -200,12 +200,18 @@ class CrossLayerTranscoder(HookedRootModule):
         return self.encode_layer_with_pre(x, layer)[1]
 
     def encode_layer_with_pre(
-        self, x: Float[Tensor, "... d_model"], layer: int
+        self,
+        x: Float[Tensor, "... d_model"],
+        layer: int,
+        between: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Float[Tensor, "... n_features"], Float[Tensor, "... n_features"]]:
-        """(pre-activations, activations) at one layer, through the layer's hook points."""
+        """(pre-activations, activations) at one layer, through the layer's hook points;
+        `between` (e.g. a splice's held or edited features) maps the activations before
+        `hook_features` sees them."""
         hooks = self.blocks[layer]
         h = hooks.hook_feature_pre(x @ self.W_enc_at(layer) + self.b_enc_at(layer))
-        return h, hooks.hook_features(self.activate(h, layer))
+        acts = self.activate(h, layer)
+        return h, hooks.hook_features(acts if between is None else between(acts))
 
     def pre_activations(
         self, x: Float[Tensor, "... n_layers d_model"]
@@ -231,12 +237,19 @@ class CrossLayerTranscoder(HookedRootModule):
         self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
     ) -> Float[Tensor, "... d_model"]:
         """Reconstruction of `layer`'s output from the activations of layers 0..layer
-        (`acts[s]` for source layer s; only the sources that write to `layer` are read)."""
+        (`acts[s]` for source layer s; only the sources that write to `layer` are read),
+        through the layer's `hook_recons`."""
+        return self.blocks[layer].hook_recons(self.reconstruct_layer(acts, layer))
+
+    def reconstruct_layer(
+        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
+    ) -> Float[Tensor, "... d_model"]:
+        """`decode_layer` without the hook point."""
         out = self.b_dec[layer]
         for s in self.sources(layer):
             w = self.W_dec[self._enc(s)][:, layer - s]
             out = out + (acts[s] @ w) / self.output_scale[layer]
-        return self.blocks[layer].hook_recons(out)
+        return out
 
     def decode(
         self, acts: Float[Tensor, "... n_layers n_features"]

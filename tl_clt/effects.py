@@ -1,21 +1,22 @@
 """Feature-to-feature effects: change a source feature (or a group) and rank the change it
 causes in every later active feature's pre-activation and in the target logits.
 
-The seed's test of a relationship: "the relationship between features can be if changing the
-previous feature affects future features".
+A relationship between two features is tested by changing the earlier one and measuring the
+later one, as the interventions of Lindsey et al. 2025 ("On the Biology of a Large Language
+Model") do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, no_type_check
 
 import torch
 
 from tl_clt.graph import AttributionGraph, NodeKind
-from tl_clt.interventions import Intervention, Mode, check_interventions, run_interventions
-from tl_clt.replacement import ReplacementModel
+from tl_clt.interventions import Intervention, Mode, paired_runs
+from tl_clt.replacement import ReplacementModel, check_call
 
 
 class FeatureEffect(NamedTuple):
@@ -75,10 +76,12 @@ class Effects:
         return "\n".join(lines)
 
 
+@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def feature_effects(
     rm: ReplacementModel,
     prompt: str | torch.Tensor,
     sources: Intervention | Sequence[Intervention],
+    *,
     mode: Mode = "constrained",
     freeze_features: bool = False,
     error: bool = True,
@@ -88,20 +91,23 @@ def feature_effects(
 ) -> Effects:
     """Change `sources` and measure every later feature that is active (before or after) and
     the target logits (`targets`, or the clean run's `n_targets` most likely tokens)."""
+    check_call("feature_effects", rm, prompt)
     if isinstance(sources, Intervention):
         sources = [sources]
     sources = tuple(sources)
-    tokens = rm.lens.tokens(prompt)
-    check_interventions(rm, sources, tokens.shape[-1])
-    run = rm.capture(tokens, error=error) if (mode == "constrained" or freeze_features) else None
-    logits_b, before = run_interventions(rm, tokens, (), mode, error, freeze_features, run)
-    logits_a, after = run_interventions(rm, tokens, sources, mode, error, freeze_features, run)
+    pair = paired_runs(rm, prompt, sources, mode=mode, error=error, freeze_features=freeze_features)
+    logits_b, logits_a, before, after = (
+        pair.logits_before,
+        pair.logits_after,
+        pair.before,
+        pair.after,
+    )
     first = min(s.layer for s in sources)
     touched = {(s.layer, s.feature) for s in sources}
     effects = []
     for layer in range(first, rm.n_layers):
         pb, pa = before.pre[layer][0], after.pre[layer][0]
-        ab, aa = before.new[layer][0], after.new[layer][0]
+        ab, aa = before.features[layer][0], after.features[layer][0]
         live = ((ab != 0) | (aa != 0)) & ((pa - pb).abs() > min_change)
         for p, f in zip(*[t.tolist() for t in torch.nonzero(live, as_tuple=True)]):
             if (layer, f) in touched:
@@ -152,8 +158,8 @@ def compare_with_graph(
         n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and n.token_id is not None
     ]
     measured = {
-        frozen: feature_effects(rm, tokens, sources, "constrained", freeze_features=frozen,
-                                targets=logit_ids, min_change=0.0)
+        frozen: feature_effects(rm, tokens, sources, mode="constrained",
+                                freeze_features=frozen, targets=logit_ids, min_change=0.0)
         for frozen in (True, False)
     }  # fmt: skip
     feat_idx = graph.indices(NodeKind.FEATURE)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import no_type_check
 
 import torch
 from tqdm.auto import tqdm
 
 from tl_clt.errors import InputError
 from tl_clt.interventions import Intervention, check_interventions, run_interventions
-from tl_clt.replacement import ReplacementModel
+from tl_clt.replacement import ReplacementModel, check_call
 
 
 @dataclass
@@ -43,6 +44,7 @@ def continue_text(
     rm: ReplacementModel,
     tokens: torch.Tensor,
     interventions: Sequence[Intervention],
+    *,
     max_new_tokens: int,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
@@ -74,10 +76,12 @@ def continue_text(
     return out
 
 
+@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def generate(
     rm: ReplacementModel,
     prompt: str,
     interventions: Sequence[Intervention] | Intervention = (),
+    *,
     max_new_tokens: int = 8,
     temperature: float = 0.0,
     seed: int = 0,
@@ -86,6 +90,7 @@ def generate(
 ) -> Generation:
     """Greedy (temperature 0) or sampled continuations of `prompt` without and with the
     interventions, stopping early at any token in `stop`."""
+    check_call("generate", rm, prompt)
     if isinstance(interventions, Intervention):
         interventions = [interventions]
     if max_new_tokens < 1:
@@ -96,6 +101,7 @@ def generate(
     texts = []
     for ivs in ((), tuple(interventions)):
         gen = torch.Generator().manual_seed(seed)
-        ids = continue_text(rm, tokens, ivs, max_new_tokens, temperature, gen, stop, error)
+        ids = continue_text(rm, tokens, ivs, max_new_tokens=max_new_tokens,
+                            temperature=temperature, generator=gen, stop=stop, error=error)  # fmt: skip
         texts.append([vocab[i] for i in ids])
     return Generation(prompt, tuple(interventions), texts[0], texts[1])

@@ -1,19 +1,22 @@
 """Feature interventions: turn features up (scale > 1), down (scale < 0), off (scale 0) or clamp
 them to a value, and see what changes downstream.
 
-Every intervention is a set of TransformerLens hooks on the model's own hook points (the MLP
-input and output of each layer, plus attention patterns and normalisation scales in constrained
-mode), so `intervention_hooks(...)` can go into a user's own `run_with_hooks` call. Modes:
+Every intervention is a configuration of the splice (`tl_clt.splice`): its features are
+edited on their way to the decoder, so its hooks (`intervention_hooks(...)`) can go into a
+user's own `run_with_hooks` call, and the transcoder's hook points fire as in any spliced run.
+Modes:
 
-- "constrained": the local replacement model of the clean run (REFERENCE.md §4): attention
+- "constrained": the local replacement model of the clean run (the constrained patching of
+  Ameisen et al. 2025, "Circuit Tracing"): attention
   patterns, normalisation scales and error terms are frozen at their clean values; each MLP
   output is the transcoder's reconstruction from the (possibly changed) features plus the frozen
   error. Later features respond to the change through these frozen linear paths. With
   `freeze_features=True` every other feature is held at its clean value too, so the measured
   change is the direct effect an attribution-graph edge describes.
 - "unconstrained": the original model runs as usual (attention, norms and real MLPs all
-  respond); each layer's MLP output gets the change in its reconstruction caused by the
-  intervened features, `(a_new - a) @ W_dec`.
+  respond); each layer's MLP output is the reconstruction from the intervened features plus
+  the live error (the MLP output minus the reconstruction from the unedited features), so it
+  changes by `(a_new - a) @ W_dec`.
 
 `error=False` runs the pure replacement model instead (no error terms).
 """
@@ -22,14 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, no_type_check
 
 import torch
 from torch import Tensor
 
 from tl_clt.errors import InputError
-from tl_clt.replacement import CleanRun, ReplacementModel
+from tl_clt.replacement import ReplacementModel, check_call
+from tl_clt.splice import CleanRun, Edit, Splice, SpliceRun
 
 Mode = Literal["constrained", "unconstrained"]
 Position = int | slice | Literal["all"]
@@ -117,71 +120,58 @@ def check_interventions(
         iv.positions(n_prompt, n_prompt)  # validates integer positions
 
 
-class _Run:
-    """The state of one forward pass with interventions (hook functions close over it)."""
+def _editor(interventions: Sequence[Intervention], n_prompt: int) -> Edit | None:
+    """The splice's `edit` policy carrying out `interventions` (None when there are none)."""
+    by_layer: dict[int, list[Intervention]] = {}
+    for iv in interventions:
+        by_layer.setdefault(iv.layer, []).append(iv)
+    if not by_layer:
+        return None
 
-    def __init__(self, rm, interventions, mode, error, freeze_features, run, n_prompt):
-        self.rm, self.clt = rm, rm.clt
-        self.interventions, self.mode, self.error = interventions, mode, error
-        self.freeze_features, self.run, self.n_prompt = freeze_features, run, n_prompt
-        n = rm.n_layers
-        self.base: list[Tensor | None] = [None] * n  # activations before this run's changes
-        self.new: list[Tensor | None] = [None] * n  # activations after them
-        self.pre: list[Tensor | None] = [None] * n  # pre-activations as computed in this run
+    def edit(layer: int, acts: Tensor) -> Tensor:
+        mine = by_layer.get(layer)
+        if not mine:
+            return acts
+        acts = acts.clone()
+        for iv in mine:
+            iv.apply(acts, iv.positions(n_prompt, acts.shape[1]))
+        return acts
 
-    def read_input(self, x: Tensor, hook: Any, layer: int) -> None:
-        pre, acts = self.clt.encode_layer_with_pre(x.to(self.clt.dtype), layer)
-        if self.freeze_features:
-            acts = self.run.features[layer].expand_as(acts)
-        self.pre[layer], self.base[layer] = pre, acts
-        mine = [iv for iv in self.interventions if iv.layer == layer]
-        if mine:
-            acts = acts.clone()
-            for iv in mine:
-                iv.apply(acts, iv.positions(self.n_prompt, acts.shape[1]))
-        self.new[layer] = acts
-
-    def write_output(self, mlp_out: Tensor, hook: Any, layer: int) -> Tensor:
-        if self.mode == "unconstrained" and self.error:
-            delta = None
-            for s in self.clt.sources(layer):
-                if self.new[s] is not self.base[s]:
-                    d = (self.new[s] - self.base[s]) @ self.clt.W_dec_at(s, layer)
-                    delta = d if delta is None else delta + d
-            return mlp_out if delta is None else mlp_out + delta.to(mlp_out.dtype)
-        out = self.clt.decode_layer(self.new, layer)
-        if self.error:  # constrained: the clean run's error, frozen
-            err = self.run.errors[layer]
-            out = out + (err.expand_as(out) if err.shape != out.shape else err)
-        return out.to(mlp_out.dtype)
-
-    def hooks(self) -> list:
-        lens, cfg = self.rm.lens, self.clt.cfg
-        hooks = self.rm.freeze_hooks(self.run) if self.mode == "constrained" else []
-        for layer in range(self.rm.n_layers):
-            hooks.append(
-                (lens.mlp_in(layer, cfg.input_hook), partial(self.read_input, layer=layer))
-            )
-            hooks.append(
-                (lens.mlp_out(layer, cfg.output_hook), partial(self.write_output, layer=layer))
-            )
-        return hooks
+    return edit
 
 
-def _make_run(rm, tokens, interventions, mode, error, freeze_features, run, n_prompt=None) -> _Run:
+def intervention_splice(
+    rm: ReplacementModel,
+    tokens: Tensor,
+    interventions: Sequence[Intervention],
+    *,
+    mode: Mode = "constrained",
+    error: bool = True,
+    freeze_features: bool = False,
+    run: CleanRun | None = None,
+    n_prompt: int | None = None,
+) -> Splice:
+    """The splice that carries out `interventions` on `tokens` (see the module docstring for
+    the modes). Constrained mode, and `freeze_features`, need the clean run: given as `run` or
+    recorded here. `n_prompt` (default: all of `tokens`) is where the prompt ends."""
     if mode not in ("constrained", "unconstrained"):
         raise InputError(f"mode must be 'constrained' or 'unconstrained', got {mode!r}")
     n_prompt = tokens.shape[-1] if n_prompt is None else n_prompt
     check_interventions(rm, interventions, n_prompt)
     if (mode == "constrained" or freeze_features) and run is None:
         run = rm.capture(tokens, error=error)
-    return _Run(rm, tuple(interventions), mode, error, freeze_features, run, n_prompt)
+    edit = _editor(interventions, n_prompt)
+    hold = run.features if freeze_features else None
+    if mode == "constrained":
+        return Splice(error=run.errors if error else "none", hold=hold, edit=edit, freeze=run)
+    return Splice(error="live" if error else "none", hold=hold, edit=edit)
 
 
 def intervention_hooks(
     rm: ReplacementModel,
     tokens: Tensor,
     interventions: Sequence[Intervention],
+    *,
     mode: Mode = "constrained",
     error: bool = True,
     freeze_features: bool = False,
@@ -190,24 +180,23 @@ def intervention_hooks(
     """TransformerLens hooks that carry out `interventions` on `tokens`, for a user's own
     `model.run_with_hooks(tokens, fwd_hooks=...)`. Constrained mode records a clean run first
     (or uses `run`)."""
-    return _make_run(rm, tokens, interventions, mode, error, freeze_features, run).hooks()
+    splice = intervention_splice(
+        rm, tokens, interventions, mode=mode, error=error, freeze_features=freeze_features, run=run
+    )
+    return rm.splice_run(splice).hooks()
 
 
 def run_interventions(
-    rm,
-    tokens,
-    interventions,
-    mode="constrained",
-    error=True,
-    freeze_features=False,
-    run=None,
-    n_prompt=None,
-):
-    """Logits and the `_Run` state (per-layer pre-activations and activations) of one pass;
-    `n_prompt` (default: all of `tokens`) is where the prompt ends, for generation."""
-    state = _make_run(rm, tokens, interventions, mode, error, freeze_features, run, n_prompt)
-    with torch.no_grad():
-        logits = rm.lens.run(tokens, state.hooks())
+    rm: ReplacementModel,
+    tokens: Tensor,
+    interventions: Sequence[Intervention],
+    **kw: Any,
+) -> tuple[Tensor, SpliceRun]:
+    """Logits and the `SpliceRun` (per-layer pre-activations, features before and after the
+    interventions) of one pass without gradients; keywords as `intervention_splice`."""
+    splice = intervention_splice(rm, tokens, interventions, **kw)
+    with torch.no_grad(), rm.splice(splice) as state:
+        logits = rm.model(tokens)
     return logits, state
 
 
@@ -286,32 +275,63 @@ def _describe(iv: Intervention) -> str:
     return f"{iv.layer}:{iv.feature}@{pos} {how}"
 
 
+class PairedRun(NamedTuple):
+    """One prompt run twice, without and with interventions, under the same splice policies."""
+
+    tokens: Tensor  # [1, pos]
+    logits_before: Tensor  # [1, pos, d_vocab]
+    logits_after: Tensor
+    before: SpliceRun
+    after: SpliceRun
+
+
+def paired_runs(
+    rm: ReplacementModel,
+    prompt: str | Tensor,
+    interventions: Sequence[Intervention] | Intervention,
+    *,
+    mode: Mode = "constrained",
+    error: bool = True,
+    freeze_features: bool = False,
+) -> PairedRun:
+    """Check the arguments, record the clean run where the mode needs one, and run `prompt`
+    without and with `interventions` (what `intervene` and `feature_effects` report on)."""
+    if isinstance(interventions, Intervention):
+        interventions = [interventions]
+    tokens = rm.lens.tokens(prompt)
+    check_interventions(rm, interventions, tokens.shape[-1])
+    run = rm.capture(tokens, error=error) if (mode == "constrained" or freeze_features) else None
+    kw = {"mode": mode, "error": error, "freeze_features": freeze_features, "run": run}
+    logits_b, before = run_interventions(rm, tokens, (), **kw)
+    logits_a, after = run_interventions(rm, tokens, tuple(interventions), **kw)
+    return PairedRun(tokens, logits_b, logits_a, before, after)
+
+
+@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def intervene(
     rm: ReplacementModel,
     prompt: str | Tensor,
     interventions: Sequence[Intervention] | Intervention,
+    *,
     mode: Mode = "constrained",
     error: bool = True,
     freeze_features: bool = False,
 ) -> InterventionResult:
     """Run `prompt` with and without `interventions` and report what changed (see the module
     docstring for the modes)."""
+    check_call("intervene", rm, prompt)
     if isinstance(interventions, Intervention):
         interventions = [interventions]
-    tokens = rm.lens.tokens(prompt)
-    check_interventions(rm, interventions, tokens.shape[-1])
-    run = rm.capture(tokens, error=error) if (mode == "constrained" or freeze_features) else None
-    before_logits, before = run_interventions(rm, tokens, [], mode, error, freeze_features, run)
-    after_logits, after = run_interventions(
-        rm, tokens, interventions, mode, error, freeze_features, run
+    pair = paired_runs(
+        rm, prompt, interventions, mode=mode, error=error, freeze_features=freeze_features
     )
     return InterventionResult(
-        str_tokens=rm.lens.to_str_tokens(tokens),
+        str_tokens=rm.lens.to_str_tokens(pair.tokens),
         interventions=tuple(interventions),
         mode=mode,
-        logits_before=before_logits[0].detach(),
-        logits_after=after_logits[0].detach(),
-        features_before=[a[0].detach() for a in before.new],
-        features_after=[a[0].detach() for a in after.new],
+        logits_before=pair.logits_before[0].detach(),
+        logits_after=pair.logits_after[0].detach(),
+        features_before=[a[0].detach() for a in pair.before.features],
+        features_after=[a[0].detach() for a in pair.after.features],
         vocab=rm.lens.vocabulary(),
     )

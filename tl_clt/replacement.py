@@ -9,14 +9,18 @@ never through the original MLPs. Hooks are removed on exit, exceptions included.
 terms, feature activations); `with rm.frozen(run):` is then the *local replacement model* of
 that prompt: patterns, scales and errors are held at their recorded values, so every path from
 one feature to another is linear (the regime attribution graphs describe).
+
+Each of these is a configuration of one `tl_clt.splice.Splice`; `rm.splice(...)` takes the
+policies directly. The run methods follow TransformerLens: `rm(input)`, `rm.run_with_hooks`,
+`rm.run_with_cache` and `rm.hooks` take text or tokens and TransformerLens' hook arguments, and
+names starting with `clt.` address the transcoder's hook points (`tl_clt.hooks`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -25,43 +29,33 @@ from torch import Tensor
 
 from tl_clt import hooks as clt_hooks
 from tl_clt.clt import CrossLayerTranscoder
-from tl_clt.errors import ModelMismatchError, UnknownHookError
+from tl_clt.errors import InputError, ModelMismatchError, UnknownHookError
 from tl_clt.lens import Lens
+from tl_clt.lens.adapter import ActivationCache
+from tl_clt.splice import CleanRun, Splice, SpliceRun
 
-NamesFilter = Sequence[str] | Callable[[str], bool] | None
+__all__ = ["CleanRun", "ReplacementModel", "Splice", "SpliceRun"]
+
+NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 ErrorMode = bool | Sequence[Tensor]
-
-
-@dataclass
-class CleanRun:
-    """One spliced forward pass (error term kept), with everything the local replacement
-    model freezes. Per-layer lists are indexed by layer; dict keys are hook names."""
-
-    tokens: Tensor  # [batch, pos]
-    logits: Tensor  # [batch, pos, d_vocab]
-    patterns: dict[str, Tensor]  # attention patterns
-    scales: dict[str, Tensor]  # normalisation scales
-    errors: list[Tensor]  # [batch, pos, d_model] MLP output minus reconstruction
-    feature_pre: list[Tensor]  # [batch, pos, n_features]
-    features: list[Tensor]  # [batch, pos, n_features]
-    mlp_in: list[Tensor]  # [batch, pos, d_model] the transcoder's inputs
-
-
-def _held(value: Tensor) -> Callable:
-    def hook(x: Tensor, hook: Any) -> Tensor:
-        return value.expand_as(x) if value.shape != x.shape else value
-
-    return hook
+HookSpec = tuple[str | Callable[[str], bool], Callable[..., Any]]
 
 
 class ReplacementModel:
-    """A model and a transcoder that fits it (checked on construction)."""
+    """A model and a transcoder that fits it (checked on construction). The transcoder is moved
+    to the model's device in place."""
 
-    def __init__(self, model: Any, clt: CrossLayerTranscoder, check_identity: bool = True) -> None:
+    def __init__(
+        self, model: Any, clt: CrossLayerTranscoder, *, check_identity: bool = True
+    ) -> None:
+        if not isinstance(clt, CrossLayerTranscoder):
+            raise InputError(
+                f"ReplacementModel(model, clt): expected a CrossLayerTranscoder second, got "
+                f"{type(clt).__name__}"
+            )
         self.lens = model if isinstance(model, Lens) else Lens(model)
         self.clt = clt.to(self.lens.device)
         self._check(check_identity)
-        self._acts: list[Tensor | None] = [None] * self.n_layers
 
     @property
     def model(self) -> Any:
@@ -97,106 +91,169 @@ class ReplacementModel:
                 )
 
     # ------------------------------------------------------------------ splicing
+    def splice_run(self, splice: Splice | None = None, **policies: Any) -> SpliceRun:
+        """The hooks and per-run state of one splice (`Splice(**policies)`), for a caller that
+        installs the hooks itself (`run.hooks()`); `splice()` is the context-manager form."""
+        return SpliceRun(self.lens, self.clt, splice or Splice(**policies))
+
+    @contextmanager
+    def splice(self, splice: Splice | None = None, **policies: Any) -> Iterator[SpliceRun]:
+        """Within the block, every forward pass of `self.model` runs with the splice (see
+        `tl_clt.splice`); the block's `SpliceRun` holds what the passes computed."""
+        run = self.splice_run(splice, **policies)
+        with self.lens.hooks(run.hooks()):
+            yield run
+
     def splice_hooks(
         self, error: ErrorMode = True, keep_bos: bool = False
     ) -> list[tuple[str, Callable]]:
         """The TransformerLens hooks that splice the transcoder in (for a user's own
         `run_with_hooks`); `spliced()` is the context-manager form."""
-        cfg, lens = self.clt.cfg, self.lens
-        out = []
-        for layer in range(self.n_layers):
-            write = partial(self._write_output, layer=layer, error=error, keep_bos=keep_bos)
-            out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read_input, layer=layer)))
-            out.append((lens.mlp_out(layer, cfg.output_hook), write))
-        return out
+        return self.splice_run(Splice.of(error, keep_bos=keep_bos)).hooks()
 
-    def _read_input(self, x: Tensor, hook: Any, layer: int) -> None:
-        self._acts[layer] = self.clt.encode_layer(x.to(self.clt.dtype), layer)
-
-    def _write_output(
-        self, mlp_out: Tensor, hook: Any, layer: int, error: ErrorMode, keep_bos: bool = False
-    ) -> Tensor:
-        recon = self.clt.decode_layer(self._acts, layer)
-        if error is True:
-            err = (mlp_out.to(recon.dtype) - recon).detach()
-        elif error is False:
-            out = recon.to(mlp_out.dtype)
-            if keep_bos:  # position 0 sees only BOS: a constant of the model, kept exact
-                out = torch.cat([mlp_out[:, :1], out[:, 1:]], dim=1)
-            return out
-        else:
-            err = error[layer]
-            err = err.expand_as(recon) if err.shape != recon.shape else err
-        return (recon + self.clt.blocks[layer].hook_error(err)).to(mlp_out.dtype)
-
-    @contextmanager
-    def spliced(
-        self, error: ErrorMode = True, keep_bos: bool = False
-    ) -> Iterator[ReplacementModel]:
+    def spliced(self, error: ErrorMode = True, keep_bos: bool = False):
         """Within the block, every forward pass of `self.model` runs through the transcoder.
         `error`: True keeps the exact error term, False drops it (the pure replacement model),
         and a per-layer list of tensors adds those fixed error terms instead. With `error=False`,
         `keep_bos` keeps the MLP outputs at position 0 exact: there the model sees only BOS, so
-        they are a constant of the model that transcoders are not trained on."""
-        try:
-            with self.lens.hooks(self.splice_hooks(error, keep_bos)):
-                yield self
-        finally:
-            self._acts = [None] * self.n_layers
+        they are a constant of the model that transcoders are not trained on. Yields the
+        block's `SpliceRun`."""
+        return self.splice(Splice.of(error, keep_bos=keep_bos))
+
+    def frozen(self, run: CleanRun, features: bool = False):
+        """The local replacement model of `run`'s prompt: spliced with the recorded error
+        terms, attention patterns and normalisation scales frozen (and, with `features=True`,
+        every feature held at its recorded activation, so that only hooks added after these,
+        e.g. an intervention, change anything). Forward passes with the recorded tokens
+        reproduce `run.logits`. Yields the block's `SpliceRun`."""
+        return self.splice(
+            Splice(error=run.errors, hold=run.features if features else None, freeze=run)
+        )
 
     # ------------------------------------------------------------------ running
     def __call__(
-        self, tokens: Int[Tensor, "batch pos"], error: ErrorMode = True, keep_bos: bool = False
-    ) -> Tensor:
+        self, input: Any, *model_args: Any, error: ErrorMode = True, keep_bos: bool = False,
+        **model_kwargs: Any,
+    ) -> Any:  # fmt: skip
+        """The model's forward pass (text or tokens, TransformerLens' arguments) spliced."""
         with self.spliced(error, keep_bos):
-            return self.model(tokens)
+            return self.model(input, *model_args, **model_kwargs)
+
+    def hook_names(self) -> list[str]:
+        """Every hook name `run_with_cache`, `run_with_hooks` and `hooks` accept."""
+        return [clt_hooks.PREFIX + n for n in self.clt.hook_dict] + self.lens.hook_names()
+
+    def _route(self, hooks: Sequence[HookSpec]) -> tuple[list, list]:
+        """Split hooks into the model's and the transcoder's (names relative to the
+        transcoder); a callable name filter goes to both, each seeing full names."""
+        model_side, clt_side = [], []
+        for name, fn in hooks:
+            if callable(name):
+                model_side.append((_model_names(name), fn))
+                clt_side.append((_clt_names(name), fn))
+            elif not isinstance(name, str):
+                raise InputError(f"a hook name must be a str or a callable, got {name!r}")
+            elif clt_hooks.is_clt_hook(name):
+                if clt_hooks.strip(name) not in self.clt.hook_dict:
+                    raise UnknownHookError(f"the transcoder has no hook {name!r}")
+                clt_side.append((clt_hooks.strip(name), fn))
+            else:
+                model_side.append((self.lens.hook(name), fn))
+        return model_side, clt_side
+
+    @contextmanager
+    def hooks(
+        self,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+    ) -> Iterator[ReplacementModel]:
+        """TransformerLens' `hooks` context manager over the model and the transcoder: every
+        run inside the block (spliced, `intervene`, `attribute`, ...) fires these hooks."""
+        model_fwd, clt_fwd = self._route(fwd_hooks)
+        model_bwd, clt_bwd = self._route(bwd_hooks)
+        with (
+            self.clt.hooks(clt_fwd, clt_bwd, reset_hooks_end, clear_contexts),
+            self.model.hooks(model_fwd, model_bwd, reset_hooks_end, clear_contexts),
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
+            yield self
+
+    def reset_hooks(self) -> None:
+        """Remove every hook from the model and the transcoder (after a run with
+        `reset_hooks_end=False`, e.g. to keep backward hooks for a later `.backward()`)."""
+        self.model.reset_hooks()
+        self.clt.reset_hooks()
 
     def run_with_hooks(
         self,
-        tokens: Int[Tensor, "batch pos"],
-        fwd_hooks: Sequence[tuple[str, Callable]] = (),
+        *model_args: Any,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
         error: ErrorMode = True,
         spliced: bool = True,
-    ) -> Tensor:
-        """Logits with temporary hooks; names starting with `clt.` address the transcoder's
-        hook points (see `tl_clt.hooks`), the rest the model's."""
-        model_hooks = [(n, f) for n, f in fwd_hooks if not clt_hooks.is_clt_hook(n)]
-        clt_side = [(clt_hooks.strip(n), f) for n, f in fwd_hooks if clt_hooks.is_clt_hook(n)]
-        for name, _ in clt_side:
-            if name not in self.clt.hook_dict:
-                raise UnknownHookError(f"the transcoder has no hook 'clt.{name}'")
+        **model_kwargs: Any,
+    ) -> Any:
+        """The forward pass with temporary hooks, as TransformerLens' `run_with_hooks`: names
+        (or name filters) starting with `clt.` address the transcoder's hook points (see
+        `tl_clt.hooks`), the rest the model's; `spliced=False` runs the model alone."""
+        if _looks_like_hooks(model_args):
+            raise InputError(
+                "run_with_hooks(input, fwd_hooks=[...]): pass the hooks by keyword, as in "
+                "TransformerLens"
+            )
         with ExitStack() as stack:
-            stack.enter_context(self.clt.hooks(fwd_hooks=clt_side))
+            stack.enter_context(self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts))
             if spliced:
                 stack.enter_context(self.spliced(error))
-            return self.lens.run(tokens, model_hooks)
-
-    def hook_names(self) -> list[str]:
-        """Every hook name `run_with_cache` and `run_with_hooks` accept."""
-        return [clt_hooks.PREFIX + n for n in self.clt.hook_dict] + list(self.lens._canonical)
+            return self.model(*model_args, **model_kwargs)
 
     def run_with_cache(
         self,
-        tokens: Int[Tensor, "batch pos"],
+        *model_args: Any,
         names_filter: NamesFilter = None,
         error: ErrorMode = True,
         spliced: bool = True,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and a {name: activation} cache of the model's and the transcoder's hooks."""
-        names = self.hook_names()
+        incl_bwd: bool = False,
+        device: Any = None,
+        remove_batch_dim: bool = False,
+        return_cache_object: bool = True,
+        **model_kwargs: Any,
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """The output and an `ActivationCache` of the model's and the transcoder's hooks, as
+        TransformerLens' `run_with_cache` (`names_filter`: None for every hook, a name, a list
+        of names, or a function of the name). Gradients flow as usual; wrap the call in
+        `torch.no_grad()` if none are wanted."""
+        model_filter, clt_filter = self._split_filter(names_filter)
+        clt_cache, clt_fwd, clt_bwd = self.clt.get_caching_hooks(
+            clt_filter, incl_bwd, device, remove_batch_dim
+        )
+        with ExitStack() as stack:
+            stack.enter_context(self.clt.hooks(clt_fwd, clt_bwd))
+            if spliced:
+                stack.enter_context(self.spliced(error))
+            out, cache = self.model.run_with_cache(
+                *model_args, names_filter=model_filter, incl_bwd=incl_bwd, device=device,
+                remove_batch_dim=remove_batch_dim, return_cache_object=False, **model_kwargs,
+            )  # fmt: skip
+        merged = {**dict(cache), **{clt_hooks.PREFIX + k: v for k, v in clt_cache.items()}}
+        if not return_cache_object:
+            return out, merged
+        return out, ActivationCache(merged, self.model, has_batch_dim=not remove_batch_dim)
+
+    def _split_filter(self, names_filter: NamesFilter) -> tuple[Any, Any]:
+        """TransformerLens' names filter as one for the model and one for the transcoder."""
+        if names_filter is None:
+            return None, None
         if callable(names_filter):
-            names = [n for n in names if names_filter(n)]
-        elif names_filter is not None:
-            names = list(names_filter)
-        cache: dict[str, Tensor] = {}
-
-        def save(x: Tensor, hook: Any, key: str) -> None:
-            cache[key] = x.detach()
-
-        fwd = [(n, partial(save, key=n)) for n in names]
-        with torch.no_grad():
-            logits = self.run_with_hooks(tokens, fwd, error=error, spliced=spliced)
-        return logits, cache
+            return _model_names(names_filter), _clt_names(names_filter)
+        names = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+        model_side, clt_side = self._route([(n, _noop) for n in names])
+        return [n for n, _ in model_side], [n for n, _ in clt_side]
 
     # ------------------------------------------------------------------ local replacement model
     def capture(self, tokens: Int[Tensor, "batch pos"], error: bool = True) -> CleanRun:
@@ -204,56 +261,55 @@ class ReplacementModel:
         errors are then zero) and record what the local replacement model freezes, plus every
         layer's feature activations."""
         L, lens = self.n_layers, self.lens
-        pattern_names = [lens.attn_pattern(layer) for layer in range(L)]
-        scale_names = lens.norm_scales()
-        clt_names = []
-        for layer in range(L):
-            clt_names += [
-                clt_hooks.feature_pre(layer),
-                clt_hooks.features(layer),
-                clt_hooks.error(layer),
-            ]
-        in_names = [lens.mlp_in(layer, self.clt.cfg.input_hook) for layer in range(L)]
-        logits, cache = self.run_with_cache(
-            tokens, names_filter=pattern_names + scale_names + clt_names + in_names, error=error
-        )
-        if not error:
-            zero = torch.zeros_like(cache[in_names[0]], dtype=self.clt.dtype)
-            cache.update({clt_hooks.error(layer): zero for layer in range(L)})
+        names = [lens.attn_pattern(layer) for layer in range(L)] + lens.norm_scales()
+        with torch.no_grad(), self.spliced(error) as run:
+            logits, cache = lens.cache(tokens, names)
+        if error:
+            errors = [e.detach() for e in run.errors]
+        else:
+            errors = [torch.zeros_like(x, dtype=self.clt.dtype) for x in run.mlp_in]
         return CleanRun(
             tokens=tokens,
             logits=logits.detach(),
-            patterns={n: cache[n] for n in pattern_names},
-            scales={n: cache[n] for n in scale_names},
-            errors=[cache[clt_hooks.error(layer)] for layer in range(L)],
-            feature_pre=[cache[clt_hooks.feature_pre(layer)] for layer in range(L)],
-            features=[cache[clt_hooks.features(layer)] for layer in range(L)],
-            mlp_in=[cache[n] for n in in_names],
+            patterns={n: cache[n].detach() for n in names[:L]},
+            scales={n: cache[n].detach() for n in names[L:]},
+            errors=errors,
+            feature_pre=[p.detach() for p in run.pre],
+            features=[a.detach() for a in run.features],
+            mlp_in=[x.detach() for x in run.mlp_in],
         )
 
-    def freeze_hooks(self, run: CleanRun, features: bool = False) -> list[tuple[str, Callable]]:
-        """Hooks holding attention patterns and normalisation scales (and, with `features`,
-        every feature activation) at their values in `run`; errors are held by `spliced`."""
-        hooks = [(n, _held(v)) for n, v in {**run.patterns, **run.scales}.items()]
-        if features:
-            hooks += [
-                (clt_hooks.features(layer), _held(run.features[layer]))
-                for layer in range(self.n_layers)
-            ]
-        return hooks
 
-    @contextmanager
-    def frozen(self, run: CleanRun, features: bool = False) -> Iterator[ReplacementModel]:
-        """The local replacement model of `run`'s prompt: spliced with the recorded error
-        terms, attention patterns and normalisation scales frozen (and, with `features=True`,
-        every feature held at its recorded activation, so that only hooks added after these,
-        e.g. an intervention, change anything). Forward passes with the recorded tokens
-        reproduce `run.logits`."""
-        held = self.freeze_hooks(run, features)
-        model_side = [(n, f) for n, f in held if not clt_hooks.is_clt_hook(n)]
-        clt_side = [(clt_hooks.strip(n), f) for n, f in held if clt_hooks.is_clt_hook(n)]
-        with ExitStack() as stack:
-            stack.enter_context(self.clt.hooks(fwd_hooks=clt_side))
-            stack.enter_context(self.lens.hooks(model_side))
-            stack.enter_context(self.spliced(error=run.errors))
-            yield self
+def _noop(*args: Any) -> None:
+    return None
+
+
+def _model_names(name_filter: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda name: not clt_hooks.is_clt_hook(name) and bool(name_filter(name))
+
+
+def _clt_names(name_filter: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda name: bool(name_filter(clt_hooks.PREFIX + name))
+
+
+def _looks_like_hooks(args: Sequence[Any]) -> bool:
+    """Hooks passed positionally after the input (a list of (name, function) pairs)."""
+    if len(args) < 2 or not isinstance(args[1], (list, tuple)) or not args[1]:
+        return False
+    return all(isinstance(h, tuple) and len(h) == 2 and callable(h[1]) for h in args[1])
+
+
+def check_call(function: str, replacement: Any, prompt: Any) -> None:
+    """Raise `InputError` unless `function(replacement, prompt, ...)` got a `ReplacementModel`
+    first (circuit-tracer's `attribute(prompt, model)` order is the common slip)."""
+    if isinstance(replacement, ReplacementModel):
+        return
+    if isinstance(prompt, ReplacementModel):
+        raise InputError(
+            f"{function}(replacement, prompt, ...): the ReplacementModel goes first and the "
+            "prompt second (circuit-tracer's order is the other way round)"
+        )
+    raise InputError(
+        f"{function}(replacement, prompt, ...): expected a ReplacementModel first, got "
+        f"{type(replacement).__name__}; build one with ReplacementModel(model, transcoder)"
+    )

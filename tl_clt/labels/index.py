@@ -171,11 +171,12 @@ def activations(
     lens: Lens, clt: CrossLayerTranscoder, tokens: Int[Tensor, "batch pos"], layers: range
 ) -> Float[Tensor, "batch pos n"]:
     """Feature activations of `layers` (concatenated, layer-major) from the model's own MLP
-    inputs: exactly what the spliced CLT computes when the error term is kept."""
-    names = [lens.mlp_in(layer, clt.cfg.input_hook) for layer in layers]
-    _, cache = lens.run_with_cache(tokens.to(lens.device), names, stop_at_layer=layers[-1] + 1)
-    acts = [clt.encode_layer(cache[n].to(clt.dtype), layer) for n, layer in zip(names, layers)]
-    return torch.cat(acts, dim=-1)
+    inputs (the splice only observes: the model runs unchanged), in one forward pass that
+    stops after the last of `layers`."""
+    rm = ReplacementModel(lens, clt, check_identity=False)
+    with rm.splice(output="observe", layers=layers) as run:
+        lens.run(tokens.to(lens.device), stop_at_layer=layers[-1] + 1)
+    return torch.cat([run.features[layer] for layer in layers], dim=-1)
 
 
 def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import ActivationCache
 from transformer_lens.hook_points import HookPoint
 
 from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
@@ -28,7 +29,7 @@ if TL_MAJOR >= 4:
 else:
     from transformer_lens.hook_points import HookedRootModule
 
-__all__ = ["TL_MAJOR", "HookPoint", "HookedRootModule", "Lens"]
+__all__ = ["TL_MAJOR", "ActivationCache", "HookPoint", "HookedRootModule", "Lens"]
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -98,6 +99,11 @@ class Lens:
     # ------------------------------------------------------------------ hook names
     def has_hook(self, name: str) -> bool:
         return name in self._canonical
+
+    def hook_names(self) -> list[str]:
+        """Every hook name of the model (TransformerLens 3.x-style names and, under 4.x, the
+        canonical ones too)."""
+        return list(self._canonical)
 
     def hook(self, name: str) -> str:
         """`name` itself, after checking the model has it."""
@@ -276,10 +282,12 @@ class Lens:
             warnings.filterwarnings("ignore", message=".*edited hook_scale.*")
             yield
 
-    def run_with_cache(
+    def cache(
         self, tokens: Tensor, names: Sequence[str], stop_at_layer: int | None = None
-    ):
-        """Logits (or residual) and a dict {requested name: activation}."""
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits (or residual) and a dict {requested name: activation} of one forward pass
+        (activations keep their gradients; see `ReplacementModel.run_with_cache` for
+        TransformerLens' form)."""
         cache: dict[str, Tensor] = {}
         canon_to_req = {self.canonical(n): n for n in names}
 

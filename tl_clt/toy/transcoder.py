@@ -133,7 +133,7 @@ def measure_clt(
     n = 0
     for start in range(0, data.tokens.shape[0], batch):
         tokens, keep = data.tokens[start : start + batch], data.keep[start : start + batch]
-        _, cache = lens.run_with_cache(tokens.to(lens.device), names, stop_at_layer=L)
+        _, cache = lens.cache(tokens.to(lens.device), names, stop_at_layer=L)
         keep = keep.to(lens.device)
         x = torch.stack([cache[names[i]][keep] for i in range(L)], 1).to(clt.dtype)
         y = torch.stack([cache[names[L + i]][keep] for i in range(L)], 1).to(clt.dtype)

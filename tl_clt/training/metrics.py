@@ -19,7 +19,6 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from tl_clt import hooks as clt_hooks
 from tl_clt.activations.text import TokenBatch
 from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.lens import Lens
@@ -125,12 +124,8 @@ def _batch_sums(lens, rm, part: TokenBatch, outs, means, exact_bos: bool) -> Ten
     target = toks[:, 1:]
     mask = part.real[:, 1:].to(lens.device)
     original = lens.run(toks)
-    if exact_bos:
-        fix = [(clt_hooks.error(layer), _keep_first) for layer in range(rm.n_layers)]
-        spliced = rm.run_with_hooks(toks, fix, error=True)
-    else:
-        with rm.spliced(error=False):
-            spliced = lens.run(toks)
+    with rm.spliced(error=False, keep_bos=exact_bos):
+        spliced = lens.run(toks)
     ablate = [(name, _ablation(None if means is None else means[i])) for i, name in enumerate(outs)]
     ablated = lens.run(toks, ablate)
     logp = [torch.log_softmax(t[:, :-1].double(), -1) for t in (original, spliced, ablated)]
@@ -138,12 +133,6 @@ def _batch_sums(lens, rm, part: TokenBatch, outs, means, exact_bos: bool) -> Ten
     top1 = (logp[0].argmax(-1) == logp[1].argmax(-1))[mask].sum()
     kl = (logp[0].exp() * (logp[0] - logp[1])).sum(-1)[mask].sum()
     return torch.stack([top1.double(), kl, *ce, mask.sum().double()]).cpu()
-
-
-def _keep_first(err: Tensor, hook: Any) -> Tensor:
-    out = torch.zeros_like(err)
-    out[:, :1] = err[:, :1]
-    return out
 
 
 def _ablation(mean: Tensor | None):
@@ -154,7 +143,7 @@ def _ablation(mean: Tensor | None):
 
 
 def _mean_outputs(lens: Lens, tokens: TokenBatch, outs: list[str]) -> list[Tensor]:
-    _, cache = lens.run_with_cache(tokens.tokens.to(lens.device), outs)
+    _, cache = lens.cache(tokens.tokens.to(lens.device), outs)
     real = tokens.real.to(lens.device)
     return [cache[name][real].double().mean(0) for name in outs]
 

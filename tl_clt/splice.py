@@ -1,0 +1,212 @@
+"""The splice: the one mechanism that puts a transcoder in place of a model's MLPs.
+
+Every way tl_clt runs a model with its transcoder (the replacement model, the local replacement
+model of one prompt, the linearised pass attribution differentiates, interventions, generation,
+the training metrics' spliced evaluation, the feature index) is a `Splice`: per-layer policies
+turned into the only hooks tl_clt puts on a model's MLP inputs and outputs.
+
+- **features**: encoded from each MLP input; optionally held at recorded values (`hold`), then
+  optionally edited (`edit(layer, acts) -> acts`, e.g. an intervention). Hook points fire in
+  the same order in every mode: `clt.blocks.L.hook_feature_pre` sees the live pre-activations,
+  `clt.blocks.L.hook_features` the (held, edited) activations that are decoded, so a user's hook
+  there edits them too.
+- **error**: `"live"` (the MLP's output minus the reconstruction from the unedited features,
+  detached: edits of the features propagate, gradients reach the features only, and where no
+  feature is edited the output is exactly the model's), `"none"`
+  (the pure replacement model), or one tensor per layer (frozen, e.g. a clean run's). It passes
+  through `clt.blocks.L.hook_error`.
+- **output**: `"replace"` (the reconstruction from the features plus the error term, through
+  `clt.blocks.L.hook_recons`), `"observe"` (the MLP's output is left alone; the splice only
+  encodes, e.g. to index features), or `"leaf"` (the recorded output, the reconstruction from
+  `hold` plus the frozen error, as a constant tensor that requires grad: the leaves the
+  linearised local replacement model is differentiated at; nothing is encoded).
+- **freeze**: a `CleanRun` whose attention patterns and normalisation scales are held, which
+  together with frozen errors makes the local replacement model of that run's prompt (Ameisen
+  et al. 2025, "Circuit Tracing"), in which every path between features is linear.
+
+The state of the forward passes run with a splice (each layer's input, pre-activations,
+features, errors, leaves) lives on the `SpliceRun` that holds its hooks, never on the long-lived
+`ReplacementModel`, so nested or interleaved runs keep their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor
+
+from tl_clt.errors import InputError
+
+if TYPE_CHECKING:
+    from tl_clt.clt import CrossLayerTranscoder
+    from tl_clt.lens import Lens
+
+ErrorPolicy = Literal["live", "none"] | Sequence[Tensor]
+OutputPolicy = Literal["replace", "observe", "leaf"]
+Edit = Callable[[int, Tensor], Tensor]
+Hook = tuple[str, Callable[..., Any]]
+
+
+@dataclass
+class CleanRun:
+    """One spliced forward pass (error term kept), with everything the local replacement
+    model freezes. Per-layer lists are indexed by layer; dict keys are hook names."""
+
+    tokens: Tensor  # [batch, pos]
+    logits: Tensor  # [batch, pos, d_vocab]
+    patterns: dict[str, Tensor]  # attention patterns
+    scales: dict[str, Tensor]  # normalisation scales
+    errors: list[Tensor]  # [batch, pos, d_model] MLP output minus reconstruction
+    feature_pre: list[Tensor]  # [batch, pos, n_features]
+    features: list[Tensor]  # [batch, pos, n_features]
+    mlp_in: list[Tensor]  # [batch, pos, d_model] the transcoder's inputs
+
+
+@dataclass(frozen=True)
+class Splice:
+    """Per-layer policies (see the module docstring). `keep_bos` keeps the MLP outputs at
+    position 0 exact: there the model sees only BOS, so they are a constant of the model that
+    transcoders are not trained on."""
+
+    error: ErrorPolicy = "live"
+    hold: Sequence[Tensor] | None = None
+    edit: Edit | None = None
+    output: OutputPolicy = "replace"
+    freeze: CleanRun | None = None
+    keep_bos: bool = False
+    layers: Sequence[int] | None = None  # the layers spliced (default: every layer)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.error, str) and self.error not in ("live", "none"):
+            raise InputError(
+                f"error={self.error!r}: use 'live', 'none' or one frozen tensor per layer"
+            )
+        if self.output not in ("replace", "observe", "leaf"):
+            raise InputError(f"output={self.output!r}: use 'replace', 'observe' or 'leaf'")
+        if self.output == "leaf" and (self.hold is None or isinstance(self.error, str)):
+            raise InputError(
+                "output='leaf' needs held features (hold=) and frozen errors (error=[...]): the "
+                "leaves are the recorded outputs of the local replacement model"
+            )
+        if self.output == "observe" and (self.error != "live" or self.keep_bos):
+            raise InputError("output='observe' leaves the MLP output alone: no error or keep_bos")
+        if self.layers is not None and self.output != "observe":
+            raise InputError(
+                "only an observing splice (output='observe') may leave layers out: a reconstruction "
+                "reads the features of every earlier layer"
+            )
+
+    @classmethod
+    def of(cls, error: bool | Sequence[Tensor] | str, **kw: Any) -> Splice:
+        """A splice whose error policy is given the `ReplacementModel` way: True (live),
+        False (none), or one frozen tensor per layer."""
+        if error is True:
+            error = "live"
+        elif error is False:
+            error = "none"
+        return cls(error=error, **kw)
+
+
+class SpliceRun:
+    """The hooks of one splice and the state of the forward passes run with them (each list is
+    indexed by layer and holds the last pass's values)."""
+
+    def __init__(self, lens: Lens, clt: CrossLayerTranscoder, splice: Splice) -> None:
+        n = clt.cfg.n_layers
+        if not isinstance(splice.error, str) and len(splice.error) != n:
+            raise InputError(f"frozen errors: got {len(splice.error)} tensors for {n} layers")
+        if splice.hold is not None and len(splice.hold) != n:
+            raise InputError(f"held features: got {len(splice.hold)} tensors for {n} layers")
+        self.lens, self.clt, self.splice = lens, clt, splice
+        self.mlp_in: list[Tensor | None] = [None] * n  # the transcoder's inputs
+        self.pre: list[Tensor | None] = [None] * n  # encoder pre-activations
+        self.base: list[Tensor | None] = [None] * n  # features before `edit` (after `hold`)
+        self.features: list[Tensor | None] = [None] * n  # the features that were decoded
+        self.errors: list[Tensor | None] = [None] * n  # error terms added to the outputs
+        self.leaves: list[Tensor] = []  # output leaves (output="leaf"), in layer order
+
+    @property
+    def n_layers(self) -> int:
+        return self.clt.cfg.n_layers
+
+    def hooks(self) -> list[Hook]:
+        """The TransformerLens hooks that carry out the splice: the frozen patterns and scales
+        first, then each layer's MLP input and output."""
+        lens, cfg, sp = self.lens, self.clt.cfg, self.splice
+        out: list[Hook] = []
+        if sp.freeze is not None:
+            held = {**sp.freeze.patterns, **sp.freeze.scales}
+            out += [(name, _held(value)) for name, value in held.items()]
+        layers = range(self.n_layers) if sp.layers is None else sp.layers
+        for layer in layers:
+            out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read, layer=layer)))
+            if sp.output != "observe":
+                out.append(
+                    (lens.mlp_out(layer, cfg.output_hook), partial(self._write, layer=layer))
+                )
+        return out
+
+    # ------------------------------------------------------------------ MLP input
+    def _read(self, x: Tensor, hook: Any, layer: int) -> None:
+        self.mlp_in[layer] = x
+        if self.splice.output == "leaf":
+            return
+        between = partial(self._hold_and_edit, layer=layer)
+        pre, feats = self.clt.encode_layer_with_pre(x.to(self.clt.dtype), layer, between)
+        self.pre[layer], self.features[layer] = pre, feats
+
+    def _hold_and_edit(self, acts: Tensor, layer: int) -> Tensor:
+        sp = self.splice
+        if sp.hold is not None:
+            acts = sp.hold[layer].expand_as(acts)
+        self.base[layer] = acts
+        return acts if sp.edit is None else sp.edit(layer, acts)
+
+    # ------------------------------------------------------------------ MLP output
+    def _write(self, mlp_out: Tensor, hook: Any, layer: int) -> Tensor:
+        sp, clt = self.splice, self.clt
+        if sp.output == "leaf":
+            with torch.no_grad():
+                value = self._output(clt.decode_layer(sp.hold, layer), mlp_out, layer)
+            leaf = value.to(mlp_out.dtype).clone().requires_grad_(True)
+            self.leaves.append(leaf)
+            return leaf
+        recon = clt.decode_layer(self.features, layer)
+        out = self._output(recon, mlp_out, layer).to(mlp_out.dtype)
+        if sp.keep_bos:
+            out = torch.cat([mlp_out[:, :1], out[:, 1:]], dim=1)
+        return out
+
+    def _output(self, recon: Tensor, mlp_out: Tensor, layer: int) -> Tensor:
+        """The reconstruction plus this layer's error term (through `hook_error`)."""
+        sp, clt = self.splice, self.clt
+        if sp.error == "none":
+            self.errors[layer] = None
+            return recon
+        if sp.error == "live":
+            unedited = all(self.features[s] is self.base[s] for s in clt.sources(layer))
+            base = (recon if unedited else clt.reconstruct_layer(self.base, layer)).detach()
+            err = (mlp_out.to(recon.dtype) - base).detach()
+            hooked = clt.blocks[layer].hook_error(err)
+            self.errors[layer] = hooked
+            if hooked is err:
+                # the same value as recon + err, but exactly the model's output where no feature
+                # was edited (recon - base is then exactly zero); gradients reach the features
+                return mlp_out.detach().to(recon.dtype) + (recon - base)
+            return recon + hooked
+        err = sp.error[layer]
+        err = err.expand_as(recon) if err.shape != recon.shape else err
+        err = clt.blocks[layer].hook_error(err)
+        self.errors[layer] = err
+        return recon + err
+
+
+def _held(value: Tensor) -> Callable[..., Tensor]:
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        return value.expand_as(x) if value.shape != x.shape else value
+
+    return hook
