@@ -163,8 +163,10 @@ def test_neuronpedia_export(graph, tmp_path):
     )  # rewriting replaces the index entry
     index = json.loads((tmp_path / "graph-metadata.json").read_text())
     assert [g["slug"] for g in index["graphs"]] == ["tiny"] and json.loads(path.read_text()) == data
-    with pytest.raises(Exception, match="unpruned"):
-        to_neuronpedia(pruned, "x")
+    # a pruned graph is exported as it is, never pruned again with other settings
+    assert to_neuronpedia(pruned, "tiny", supernodes=group) == data
+    with pytest.raises(InputError, match="pruned with"):
+        to_neuronpedia(pruned, "x", prune=P.PruneSpec(0.5))
 
 
 def test_scores_match_prune_functions(graph):

@@ -16,6 +16,7 @@ import torch
 from tl_clt.graph import AttributionGraph, NodeKind
 from tl_clt.interventions import Intervention, Mode, check_interventions, run_interventions
 from tl_clt.replacement import ReplacementModel
+from tl_clt.targets import token_id
 
 
 class FeatureEffect(NamedTuple):
@@ -117,10 +118,7 @@ def feature_effects(
     if targets is None:
         ids = last_b.topk(n_targets).indices.tolist()
     else:
-        ids = [
-            t if isinstance(t, int) else int(rm.lens.to_tokens(t, prepend_bos=False)[0, 0])
-            for t in targets
-        ]
+        ids = [token_id(rm.lens, t, last_b.shape[-1]) for t in targets]
     logit_effects = [LogitEffect(vocab[i], i, float(last_b[i]), float(last_a[i])) for i in ids]
     logit_effects.sort(key=lambda e: -abs(e.delta))
     means = (float(last_b.float().mean()), float(last_a.float().mean()))
@@ -149,7 +147,7 @@ def compare_with_graph(
         sources = [sources]
     tokens = graph.tokens[None].to(rm.lens.device)
     logit_ids = [
-        n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and n.token_id is not None
+        n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and _token_logit(n)
     ]
     measured = {
         frozen: feature_effects(rm, tokens, sources, "constrained", freeze_features=frozen,
@@ -197,7 +195,7 @@ def _comparisons(rm, graph, measured, direct, total) -> list[Comparison]:
     for i, node in enumerate(graph.nodes):
         if node.kind is NodeKind.FEATURE:
             key = (node.layer, node.position, node.feature)
-        elif node.kind is NodeKind.LOGIT and node.token_id is not None:
+        elif node.kind is NodeKind.LOGIT and _token_logit(node):
             key = (node.token_id,)
         else:
             continue
@@ -205,3 +203,8 @@ def _comparisons(rm, graph, measured, direct, total) -> list[Comparison]:
         got = [table.get((frozen, *key), 0.0) for frozen in (True, False)]
         out.append(Comparison(i, got[0], got[1], float(direct[i]), float(total[i])))
     return out
+
+
+def _token_logit(node) -> bool:
+    """A logit node of one token (not a logit difference)."""
+    return node.token_id is not None and not node.is_difference
