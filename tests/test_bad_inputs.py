@@ -16,13 +16,17 @@ from tl_clt import (
     ConfigError,
     CrossLayerTranscoder,
     InputError,
+    Intervention,
     ModelIdentity,
     ModelMismatchError,
     ReplacementModel,
     UnknownHookError,
     WeightProcessing,
     attribute,
+    feature_effects,
 )
+from tl_clt.prune import PruneSpec
+from tl_clt.viz.neuronpedia import to_neuronpedia
 
 
 def _saved(tmp: Path, **kw) -> Path:
@@ -255,7 +259,25 @@ CASES: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
         InputError,
         "target token id 1000000 is outside the vocabulary",
     ),
+    (
+        "feature_effects target of two tokens",
+        lambda t: _effects(targets=["w3 w4"]),
+        InputError,
+        "target 'w3 w4' is 2 tokens, not one",
+    ),
+    (
+        "a pruned graph exported with other thresholds",
+        lambda t: to_neuronpedia(_trace().prune(0.8), "x", prune=PruneSpec(0.5)),
+        InputError,
+        "pruned with .*pass the unpruned graph",
+    ),
 ]
+
+
+def _effects(**kw):
+    lens = get_model("gpt2")
+    rm = ReplacementModel(lens, clt_for(lens))
+    return feature_effects(rm, "w1 w2 w3", [Intervention(0, 0, 1, scale=0.0)], **kw)
 
 
 def _trace(**kw):

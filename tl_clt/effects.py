@@ -146,9 +146,7 @@ def compare_with_graph(
     if isinstance(sources, Intervention):
         sources = [sources]
     tokens = graph.tokens[None].to(rm.lens.device)
-    logit_ids = [
-        n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and _token_logit(n)
-    ]
+    logit_ids = [n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and _token_logit(n)]
     measured = {
         frozen: feature_effects(rm, tokens, sources, "constrained", freeze_features=frozen,
                                 targets=logit_ids, min_change=0.0)

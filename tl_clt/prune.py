@@ -37,7 +37,9 @@ class PruneSpec:
         _check_fraction("node_threshold", self.node_threshold)
         _check_fraction("edge_threshold", self.edge_threshold)
         if self.rank_always_kept is not None and not isinstance(self.rank_always_kept, bool):
-            raise InputError(f"rank_always_kept must be True or False, got {self.rank_always_kept!r}")
+            raise InputError(
+                f"rank_always_kept must be True or False, got {self.rank_always_kept!r}"
+            )
 
 
 class Influence(NamedTuple):

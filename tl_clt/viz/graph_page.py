@@ -29,9 +29,9 @@ import torch
 from tl_clt import prune as P
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.prune import PruneSpec
 from tl_clt.supernodes import GroupedGraph, Supernode, group_supernodes
 from tl_clt.viz.features import feature_payload
-from tl_clt.prune import PruneSpec
 from tl_clt.viz.neuronpedia import node_ids, pruned_graph, supernode_lists
 from tl_clt.viz.page import Page, static
 

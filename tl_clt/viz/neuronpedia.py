@@ -23,8 +23,8 @@ from typing import Any
 
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, Node, NodeKind
-from tl_clt.prune import PruneSpec
 from tl_clt.io import atomic_write_text
+from tl_clt.prune import PruneSpec
 
 INDEX_FILE = "graph-metadata.json"
 FEATURE_TYPES = {
