@@ -260,6 +260,22 @@ CASES: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
         "target token id 1000000 is outside the vocabulary",
     ),
     (
+        "attribute in circuit-tracer's order",
+        lambda t: attribute(
+            "w1 w2 w3", ReplacementModel(get_model("gpt2"), clt_for(get_model("gpt2")))
+        ),
+        InputError,
+        r"attribute\(replacement, prompt\): the ReplacementModel comes first and the prompt second",
+    ),
+    (
+        "attribute option given by position",
+        lambda t: attribute(
+            ReplacementModel(get_model("gpt2"), clt_for(get_model("gpt2"))), "w1", ["w2"]
+        ),
+        TypeError,
+        "positional argument",
+    ),
+    (
         "feature_effects target of two tokens",
         lambda t: _effects(targets=["w3 w4"]),
         InputError,

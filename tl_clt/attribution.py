@@ -49,8 +49,9 @@ __all__ = ["LogitDifference", "attribute", "partial_influence"]
 
 
 def attribute(
-    replacement: ReplacementModel,
-    prompt: str | Int[Tensor, "1 pos"],
+    replacement: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
+    prompt: str | Int[Tensor, "1 pos"] | Any,
+    *,
     targets: Targets = None,
     max_feature_nodes: int | None = None,
     batch_size: int = 256,
@@ -69,7 +70,9 @@ def attribute(
     batch_size: targets per backward pass. dtype: dtype of the gradient-decoder products
         (default: the transcoder's); the adjacency is float32.
     progress: show a progress bar (None: when there are more than 8 batches).
+    Every option after (replacement, prompt) is keyword-only.
     """
+    _check_order(replacement, prompt)
     lens, clt = replacement.lens, replacement.clt
     if batch_size < 1 or update_interval < 1:
         raise InputError("batch_size and update_interval must be positive integers")
@@ -98,6 +101,23 @@ def attribute(
     text = prompt if isinstance(prompt, str) else None
     return _graph(
         replacement, run, feats, sources, logit_targets, visited, A, max_feature_nodes, text
+    )
+
+
+def _check_order(replacement: Any, prompt: Any) -> None:
+    """`attribute(replacement, prompt)`: a prompt first (circuit-tracer's order) or anything
+    else where the ReplacementModel goes is an InputError, not an AttributeError later."""
+    if isinstance(replacement, ReplacementModel):
+        return
+    if isinstance(prompt, ReplacementModel):
+        raise InputError(
+            "attribute(replacement, prompt): the ReplacementModel comes first and the prompt "
+            f"second (got a {type(replacement).__name__} first and the ReplacementModel second; "
+            "circuit-tracer's attribute takes them the other way round)"
+        )
+    raise InputError(
+        f"attribute(replacement, prompt): got a {type(replacement).__name__} where the "
+        "ReplacementModel goes"
     )
 
 
