@@ -34,6 +34,17 @@ def test_node_table_is_explicit(graph):
     assert graph.nodes[i].layer == 1 and graph.nodes[i].activation > 0
     f = graph.nodes[graph.indices(NodeKind.FEATURE)[0]]
     assert f.token == graph.nodes[f.position].token and f.activation != 0
+    # the node layout says where each kind sits
+    lay = graph.layout
+    assert (lay.n_pos, lay.n_layers, lay.n_nodes) == (pos, L, graph.n_nodes)
+    for kind, span in [(NodeKind.EMBEDDING, lay.embeddings), (NodeKind.FEATURE, lay.features),
+                       (NodeKind.ERROR, lay.errors), (NodeKind.LOGIT, lay.logits)]:  # fmt: skip
+        assert graph.indices(kind) == list(range(graph.n_nodes))[span]
+    assert [graph.nodes[i][:3] for i in range(graph.n_nodes)[lay.error_slice(1)]] == [
+        (NodeKind.ERROR, q, 1) for q in range(1, pos)
+    ]
+    with pytest.raises(InputError, match="no node layout"):
+        _ = graph.prune().layout
     # rows of embeddings and errors are empty; features feed only later layers
     assert not graph.adjacency[graph.mask(NodeKind.EMBEDDING, NodeKind.ERROR)].any()
     for t in graph.indices(NodeKind.FEATURE):

@@ -206,6 +206,22 @@ class AttributionGraph:
         wanted = torch.tensor([list(NodeKind).index(k) for k in kinds], dtype=torch.long)
         return torch.isin(self._kinds, wanted)
 
+    @property
+    def layout(self) -> NodeLayout:
+        """Where each kind of node sits in this graph (an unpruned one, whose node table
+        follows the layout; a pruned graph keeps some nodes of each kind and has none)."""
+        if self.original_index is not None:
+            raise InputError("a pruned graph has no node layout; map its nodes with original_index")
+        count = {k: int(self.mask(k).sum()) for k in NodeKind}
+        n_pos = count[NodeKind.EMBEDDING]
+        n_layers = count[NodeKind.ERROR] // max(n_pos - 1, 1)
+        layout = NodeLayout(n_pos, count[NodeKind.FEATURE], n_layers, count[NodeKind.LOGIT])
+        kinds = [NodeKind.EMBEDDING, NodeKind.FEATURE, NodeKind.ERROR, NodeKind.LOGIT]
+        spans = [layout.embeddings, layout.features, layout.errors, layout.logits]
+        if any(n.kind is not k for k, sl in zip(kinds, spans) for n in self.nodes[sl]):
+            raise InputError("this graph's node table does not follow the node layout")
+        return layout
+
     def indices(self, kind: NodeKind) -> list[int]:
         return [i for i, n in enumerate(self.nodes) if n.kind is kind]
 

@@ -10,6 +10,8 @@ Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists: pass a `G
 pruned export leaves out are dropped (and a supernode left empty), or (name, ids) pairs, written
 as they are.
 With a feature index, each feature node's `clerp` (the viewer's label) is its label.
+The export is a pruned graph as it is (`graph.prune(spec)`; an unpruned graph is pruned with a
+`PruneSpec`), never pruned again with other settings; logit ids come from the nodes' token ids.
 """
 
 from __future__ import annotations
