@@ -118,9 +118,8 @@ class EdgeColumns:
             G = self._stack(outs)  # [pos, batch, top, d]
             self._feature_edges(rows, G)
             for layer in range(top):
-                rows[:, lay.error_slice(layer)] = self._dot(G[:, :, layer], self.errors[layer])[
-                    :, 1:
-                ]
+                err = self._dot(G[:, :, layer], self.errors[layer])  # [batch, pos]
+                rows[:, lay.error_slice(layer)] = err[:, 1:]
         for g, e in zip(emb_grads, emb_values):
             rows[:, lay.embeddings] += self._dot(g[:, 0].transpose(0, 1), e[0])
         return rows[:, :-1]
