@@ -294,9 +294,9 @@ def graph_page(
     rm: ReplacementModel, prompt: str, out: Path, name: str, labels: bool, title: str
 ) -> Path:
     """Trace `prompt`, group its pruned graph into supernodes, and write the page."""
-    graph, _ = trace(rm, prompt)
+    _, pruned = trace(rm, prompt)
     index = feature_index(out) if labels else None
-    page = render_graph(graph, index=index, supernodes="auto", clt=rm.clt, title=title)
+    page = render_graph(pruned, index=index, supernodes="auto", clt=rm.clt, title=title)
     return page.save(out / f"{name}.html")
 
 

@@ -104,7 +104,7 @@ def two_hop_figure(rm, index, prompt: str, png: Path, threshold: float) -> None:
     graph = attribute(rm, prompt, progress=False)
     pruned = graph.prune()
     grouped = group_supernodes(pruned, rm.clt, index, threshold=threshold)
-    page = render_graph(graph, index, grouped, title=f"attribution graph: {prompt}")
+    page = render_graph(pruned, index, grouped, title=f"attribution graph: {prompt}")
     html = page.save(Path(tempfile.mkdtemp()) / "two-hop.html")
     infl = pruned.influence().influence
     feats = pruned.indices(NodeKind.FEATURE)

@@ -16,13 +16,17 @@ from tl_clt import (
     ConfigError,
     CrossLayerTranscoder,
     InputError,
+    Intervention,
     ModelIdentity,
     ModelMismatchError,
     ReplacementModel,
     UnknownHookError,
     WeightProcessing,
     attribute,
+    feature_effects,
 )
+from tl_clt.prune import PruneSpec
+from tl_clt.viz.neuronpedia import to_neuronpedia
 
 
 def _saved(tmp: Path, **kw) -> Path:
@@ -256,7 +260,41 @@ CASES: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
         InputError,
         "target token id 1000000 is outside the vocabulary",
     ),
+    (
+        "attribute in circuit-tracer's order",
+        lambda t: attribute(
+            "w1 w2 w3", ReplacementModel(get_model("gpt2"), clt_for(get_model("gpt2")))
+        ),
+        InputError,
+        r"attribute\(replacement, prompt\): the ReplacementModel comes first and the prompt second",
+    ),
+    (
+        "attribute option given by position",
+        lambda t: attribute(
+            ReplacementModel(get_model("gpt2"), clt_for(get_model("gpt2"))), "w1", ["w2"]
+        ),
+        TypeError,
+        "positional argument",
+    ),
+    (
+        "feature_effects target of two tokens",
+        lambda t: _effects(targets=["w3 w4"]),
+        InputError,
+        "target 'w3 w4' is 2 tokens, not one",
+    ),
+    (
+        "a pruned graph exported with other thresholds",
+        lambda t: to_neuronpedia(_trace().prune(0.8), "x", prune=PruneSpec(0.5)),
+        InputError,
+        "pruned with .*pass the unpruned graph",
+    ),
 ]
+
+
+def _effects(**kw):
+    lens = get_model("gpt2")
+    rm = ReplacementModel(lens, clt_for(lens))
+    return feature_effects(rm, "w1 w2 w3", [Intervention(0, 0, 1, scale=0.0)], **kw)
 
 
 def _trace(**kw):

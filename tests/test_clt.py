@@ -7,6 +7,7 @@ import torch
 from conftest import ACTIVATIONS, ARCHITECTURES, random_clt
 
 from tl_clt.clt import to_sparse
+from tl_clt.errors import InputError
 
 L, D, F, N = 3, 5, 7, 4  # layers, d_model, features, tokens
 
@@ -177,3 +178,26 @@ def test_jumprelu_threshold_gets_straight_through_gradient():
     theta.grad = None
     nonlinearity.step(h, theta, eps).sum().backward()
     torch.testing.assert_close(theta.grad, -(1 / eps) * near)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_decoder_rows_are_what_one_unit_of_a_feature_decodes_to(architecture):
+    """decoder_rows(s, ids, n)[i, j]: what one unit of feature ids[i] at layer s adds to layer
+    s + j's reconstruction (decode_layer of a one-hot activation, minus the bias), in model units
+    whatever the architecture's storage and the output scales."""
+    clt = random_clt(L, D, F, architecture, "relu", seed=8, scales=True)
+    ids = torch.tensor([3, 0, 6, 3])
+    for s in range(L):
+        n = clt.n_targets(s)
+        rows = clt.decoder_rows(s, ids, n)
+        assert rows.shape == (len(ids), n, D)
+        for i, f in enumerate(ids.tolist()):
+            acts = [torch.zeros(F) for _ in range(L)]
+            acts[s][f] = 1.0
+            for j, t in enumerate(clt.targets(s)):
+                with torch.no_grad():
+                    want = clt.decode_layer(acts, t) - clt.b_dec[t]
+                torch.testing.assert_close(rows[i, j], want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(clt.decoder_rows(s, ids, 1), rows[:, :1])
+        with pytest.raises(InputError, match="write to"):
+            clt.decoder_rows(s, ids, n + 1)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import clt_for, get_model
 
-from tl_clt import AttributionGraph, NodeKind, ReplacementModel, attribute
+from tl_clt import AttributionGraph, LogitDifference, NodeKind, ReplacementModel, attribute
 from tl_clt import prune as P
 from tl_clt.errors import CheckpointError, InputError
+from tl_clt.targets import logit_direction, token_id
 from tl_clt.viz.neuronpedia import node_ids, to_neuronpedia, write_neuronpedia
 
 PROMPT = "w3 w1 w4 w1 w5 w9 w2 w6"
@@ -33,6 +34,17 @@ def test_node_table_is_explicit(graph):
     assert graph.nodes[i].layer == 1 and graph.nodes[i].activation > 0
     f = graph.nodes[graph.indices(NodeKind.FEATURE)[0]]
     assert f.token == graph.nodes[f.position].token and f.activation != 0
+    # the node layout says where each kind sits
+    lay = graph.layout
+    assert (lay.n_pos, lay.n_layers, lay.n_nodes) == (pos, L, graph.n_nodes)
+    for kind, span in [(NodeKind.EMBEDDING, lay.embeddings), (NodeKind.FEATURE, lay.features),
+                       (NodeKind.ERROR, lay.errors), (NodeKind.LOGIT, lay.logits)]:  # fmt: skip
+        assert graph.indices(kind) == list(range(graph.n_nodes))[span]
+    assert [graph.nodes[i][:3] for i in range(graph.n_nodes)[lay.error_slice(1)]] == [
+        (NodeKind.ERROR, q, 1) for q in range(1, pos)
+    ]
+    with pytest.raises(InputError, match="no node layout"):
+        _ = graph.prune().layout
     # rows of embeddings and errors are empty; features feed only later layers
     assert not graph.adjacency[graph.mask(NodeKind.EMBEDDING, NodeKind.ERROR)].any()
     for t in graph.indices(NodeKind.FEATURE):
@@ -60,6 +72,8 @@ def test_save_load_round_trip(graph, tmp_path):
     # under the plain names: it loads with them as the strict pair and its own scores computed
     record = json.loads((tmp_path / "p" / "graph.json").read_text())
     old = record["info"]
+    old.update(old.pop("prune_spec"))  # and its thresholds only, not the whole spec
+    del old["rank_always_kept"]
     old["replacement_score"] = old.pop("replacement_score_strict")
     old["completeness_score"] = old.pop("completeness_score_strict")
     (tmp_path / "p" / "graph.json").write_text(json.dumps(record))
@@ -71,6 +85,56 @@ def test_save_load_round_trip(graph, tmp_path):
     )
     assert info.replacement_score == pytest.approx(want.replacement_score, rel=1e-6)
     assert info.completeness_score == pytest.approx(want.completeness_score, rel=1e-6)
+
+
+def test_a_pruned_graph_carries_its_spec_through_files(graph, tmp_path):
+    spec = P.PruneSpec(0.6, 0.95, rank_always_kept=False)
+    pruned = graph.prune(spec)
+    assert pruned.info.prune_spec == spec and pruned.parent is graph
+    assert (pruned.info.node_threshold, pruned.info.edge_threshold) == (0.6, 0.95)
+    assert graph.prune(0.6, 0.95, rank_always_kept=False).nodes == pruned.nodes
+    assert graph.info.prune_spec is None
+    pruned.save(tmp_path / "p")
+    record = json.loads((tmp_path / "p" / "graph.json").read_text())
+    assert record["info"]["prune_spec"] == {
+        "node_threshold": 0.6, "edge_threshold": 0.95, "rank_always_kept": False
+    }  # fmt: skip
+    loaded = AttributionGraph.load(tmp_path / "p")
+    assert loaded.info == pruned.info and loaded.parent is None
+    # shown as it is: the export holds exactly its nodes
+    data = to_neuronpedia(loaded, "x")
+    assert {n["node_id"] for n in data["nodes"]} == set(node_ids(pruned))
+    # a pruned graph saved before the spec was recorded: its thresholds, the flag unknown
+    del record["info"]["prune_spec"]
+    record["info"].update(node_threshold=0.6, edge_threshold=0.95)
+    (tmp_path / "p" / "graph.json").write_text(json.dumps(record))
+    older = AttributionGraph.load(tmp_path / "p")
+    assert older.info.prune_spec == P.PruneSpec(0.6, 0.95, rank_always_kept=None)
+    with pytest.raises(InputError, match="rank_always_kept"):
+        graph.prune(older.info.prune_spec)
+    with pytest.raises(InputError, match="not both"):
+        graph.prune(spec, 0.9)
+    with pytest.raises(InputError, match="node_threshold"):
+        P.PruneSpec(1.5)
+
+
+def test_logit_nodes_carry_their_token_ids(tmp_path):
+    lens = get_model("gpt2", n_layers=2)
+    rm = ReplacementModel(lens, clt_for(lens, n_features=24))
+    diff = attribute(rm, PROMPT, targets=LogitDifference("w3", "w4"))
+    w3, w4 = (int(lens.to_tokens(w, prepend_bos=False)[0, 0]) for w in ("w3", "w4"))
+    (node,) = [diff.nodes[i] for i in diff.indices(NodeKind.LOGIT)]
+    assert (node.token_id, node.negative_id, node.is_difference) == (w3, w4, True)
+    diff.save(tmp_path / "d")
+    assert AttributionGraph.load(tmp_path / "d").nodes == diff.nodes
+    # the direction comes from the ids alone: a label that cannot be parsed does not matter
+    direction = logit_direction(node._replace(token="not a label"), lens.d_vocab)
+    assert direction.nonzero()[:, 0].tolist() == sorted([w3, w4])
+    assert (float(direction[w3]), float(direction[w4])) == (1.0, -1.0)
+    # the Neuronpedia id keeps its virtual vocabulary id (a difference has two tokens)
+    assert node_ids(diff)[diff.indices(NodeKind.LOGIT)[0]].split("_")[1] == str(lens.d_vocab)
+    with pytest.raises(InputError, match="1 tokens, not one|not one"):
+        token_id(lens, "w3 w4")
 
 
 def test_damaged_files_raise_checkpoint_errors(graph, tmp_path):
@@ -163,8 +227,10 @@ def test_neuronpedia_export(graph, tmp_path):
     )  # rewriting replaces the index entry
     index = json.loads((tmp_path / "graph-metadata.json").read_text())
     assert [g["slug"] for g in index["graphs"]] == ["tiny"] and json.loads(path.read_text()) == data
-    with pytest.raises(Exception, match="unpruned"):
-        to_neuronpedia(pruned, "x")
+    # a pruned graph is exported as it is, never pruned again with other settings
+    assert to_neuronpedia(pruned, "tiny", supernodes=group) == data
+    with pytest.raises(InputError, match="pruned with"):
+        to_neuronpedia(pruned, "x", prune=P.PruneSpec(0.5))
 
 
 def test_scores_match_prune_functions(graph):

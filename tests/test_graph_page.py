@@ -24,9 +24,11 @@ from tl_clt import (
     intervene,
     render_graph,
 )
+from tl_clt.errors import InputError
 from tl_clt.labels import IndexConfig
 from tl_clt.lens import from_hf
 from tl_clt.lens.build import tiny_hf_model
+from tl_clt.prune import PruneSpec
 from tl_clt.tokenization import word_level_tokenizer
 from tl_clt.viz import feature_activations, logit_changes
 from tl_clt.viz.neuronpedia import node_ids
@@ -186,6 +188,31 @@ def test_the_pages_pruning_is_tl_clt_prune(hostile):
         drawn = set(_drawn(b, "#graph .node", "data-node"))
         assert len(units) == len(grouped.supernodes) and not drawn & members
         assert drawn | members == _pruned_ids(graph)
+
+
+def test_the_pages_pruning_is_graph_prune_without_ranking_the_always_kept(hostile):
+    """A page of a graph pruned with rank_always_kept=False shows that pruned graph, and its
+    sliders re-prune with the same flag: equal to graph.prune(nt, et, rank_always_kept=False)."""
+    rm, index, graph, pruned, grouped, path, page, tmp = hostile
+    spec = PruneSpec(0.7, 0.95, rank_always_kept=False)
+    mine = graph.prune(spec)
+    assert _pruned_ids(graph, (0.7, 0.95, False)) != _pruned_ids(graph, (0.7, 0.95))
+    flagged = render_graph(mine, index).save(tmp / "flagged.html")
+    assert render_graph(graph, index, prune=spec).html() == render_graph(mine, index).html()
+    with pytest.raises(InputError, match="pruned with"):
+        render_graph(mine, prune=PruneSpec(0.7, 0.95))
+    with Browser() as b:
+        b.open(flagged)
+        assert set(_drawn(b, "#graph .node", "data-node")) == _pruned_ids(graph, (0.7, 0.95, False))
+        for nt, et in [(0.5, 0.9), (0.6, 0.95), (0.8, 0.98), (0.9, 0.99)]:
+            js = b.eval(
+                f"(function () {{ var d = TLGraph.data('tl-graph'), g = TLGraph.model(d);"
+                f" var v = TLGraph.prune(g, {nt}, {et});"
+                f" return d.nodes.id.filter(function (id, i) {{ return v.nodes[i]; }}); }})()"
+            )  # fmt: skip
+            assert set(js) == _pruned_ids(graph, (nt, et, False)), (nt, et)
+        b.open(flagged, fragment="nt=0.6&et=0.95")  # the sliders, set from the address
+        assert set(_drawn(b, "#graph .node", "data-node")) == _pruned_ids(graph, (0.6, 0.95, False))
 
 
 def test_the_page_works_inside_a_notebook_cell(hostile):

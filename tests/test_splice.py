@@ -192,7 +192,7 @@ def test_a_users_feature_edit_propagates_through_the_live_error(rm):
 
 def test_arguments_in_the_wrong_order_or_positional_hooks_are_refused(rm):
     iv = Intervention(0, 0, scale=0.0)
-    with pytest.raises(InputError, match="ReplacementModel goes first"):
+    with pytest.raises(InputError, match="ReplacementModel comes first"):
         intervene(PROMPT, rm, iv)
     with pytest.raises(InputError, match="keyword"):
         rm.run_with_hooks(rm.lens.tokens(PROMPT), [(H.features(0), lambda a, hook: a)])

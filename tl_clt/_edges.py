@@ -6,18 +6,21 @@ A feature (s, q, f) with activation a writes a·W_dec[s→t][f] into the MLP out
 it decodes to, at position q; its edge into a target is a·Σ_t W_dec[s→t][f] · g_t[q], with g_t the
 target's gradient at layer t's MLP output. Features are grouped per source layer and position
 (padded to the layer's largest count), so one `bmm` per source layer computes the edges of a
-whole batch of targets, reading only the active features' decoder rows.
+whole batch of targets, reading only the active features' decoder rows (in model units, from
+`CrossLayerTranscoder.decoder_rows`). Where each kind of node sits is the graph's `NodeLayout`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_clt.clt import CrossLayerTranscoder
+from tl_clt.graph import NodeLayout
 from tl_clt.replacement import CleanRun
 
 
@@ -59,27 +62,25 @@ class LayerSlots:
 
 
 @dataclass
-class SourceBank:
-    """Every source of a graph as a column, in the graph's node order: embeddings (one per
-    position), active features (table order), error nodes (layer-major, positions 1..); one
-    spare column takes the padding's (zero) edges and is dropped."""
+class EdgeColumns:
+    """Every source of a graph as a column of the edge rows, in the graph's node order
+    (`layout`: embeddings, active features in table order, error nodes layer-major from
+    position 1); one spare column takes the padding's (zero) edges and is dropped."""
 
-    clt: Any
+    clt: CrossLayerTranscoder
     dtype: torch.dtype
-    n_features: int
-    n_pos: int
+    layout: NodeLayout  # of the sources: every active feature, no logits
     slots: list[LayerSlots]
     errors: Float[Tensor, "n_layers pos d_model"]
-    unit_scales: bool  # the transcoder's output scales are all 1 (folded)
 
     @classmethod
     def build(
-        cls, clt: Any, run: CleanRun, feats: ActiveFeatures, dtype: torch.dtype
-    ) -> SourceBank:
-        L, pos, dev = clt.cfg.n_layers, run.tokens.shape[1], clt.device
-        n_sources = pos + feats.count + L * (pos - 1)
+        cls, clt: CrossLayerTranscoder, run: CleanRun, feats: ActiveFeatures, dtype: torch.dtype
+    ) -> EdgeColumns:
+        layout = NodeLayout(run.tokens.shape[1], feats.count, clt.cfg.n_layers)
+        pos, dev, spare = layout.n_pos, clt.device, layout.n_sources
         slots = []
-        for s in range(L):
+        for s in range(layout.n_layers):
             sel = (feats.layer == s).nonzero()[:, 0]
             q = feats.position[sel]
             counts = torch.bincount(q, minlength=pos)
@@ -87,35 +88,18 @@ class SourceBank:
             rank = torch.arange(sel.numel()) - (torch.cumsum(counts, 0) - counts)[q]
             feature = torch.zeros(pos, m, dtype=torch.long)
             activation = torch.zeros(pos, m)
-            column = torch.full((pos, m), n_sources, dtype=torch.long)
+            column = torch.full((pos, m), spare, dtype=torch.long)
             feature[q, rank], activation[q, rank] = feats.feature[sel], feats.activation[sel]
-            column[q, rank] = pos + sel
+            column[q, rank] = layout.features.start + sel
             slots.append(LayerSlots(feature.to(dev), activation.to(dev), column.flatten().to(dev)))
-        errors = torch.cat(run.errors).detach()
-        unit = bool((clt.output_scale == 1).all())
-        return cls(clt, dtype, feats.count, pos, slots, errors, unit)
-
-    # ------------------------------------------------------------------ layout
-    @property
-    def n_layers(self) -> int:
-        return len(self.slots)
-
-    @property
-    def n_sources(self) -> int:
-        return self.n_pos + self.n_features + self.n_layers * (self.n_pos - 1)
-
-    @property
-    def error_start(self) -> int:
-        return self.n_pos + self.n_features
-
-    def error_nodes(self) -> list[tuple[int, int]]:
-        return [(layer, q) for layer in range(self.n_layers) for q in range(1, self.n_pos)]
+        return cls(clt, dtype, layout, slots, torch.cat(run.errors).detach())
 
     def columns(self, features: Int[Tensor, " k"]) -> Int[Tensor, " n"]:
         """Source columns of the embeddings, the given features (indices into the active
         features) and the errors, in that order."""
-        return torch.cat([torch.arange(self.n_pos), self.n_pos + features.cpu(),
-                          torch.arange(self.error_start, self.n_sources)])  # fmt: skip
+        lay = self.layout
+        return torch.cat([torch.arange(lay.n_pos), lay.features.start + features.cpu(),
+                          torch.arange(lay.errors.start, lay.errors.stop)])  # fmt: skip
 
     # ------------------------------------------------------------------ edges
     @torch.no_grad()
@@ -126,31 +110,28 @@ class SourceBank:
         at the MLP outputs of layers < len(outs) (`[batch, 1, pos, d]`, None: zero; the list is
         emptied as it is read, to free memory) and at the embedding leaves (whose values are
         `emb_values`, `[1, pos, d]`)."""
-        nb, pos = emb_grads[0].shape[0], self.n_pos
-        rows = torch.zeros(nb, self.n_sources + 1, device=emb_grads[0].device)
+        lay = self.layout
+        nb = emb_grads[0].shape[0]
+        rows = torch.zeros(nb, lay.n_sources + 1, device=emb_grads[0].device)
         top = len(outs)
         if top:
-            G = self._stack(outs)  # [pos, batch, top, d], divided by the output scales
+            G = self._stack(outs)  # [pos, batch, top, d]
             self._feature_edges(rows, G)
             for layer in range(top):
-                start = self.error_start + layer * (pos - 1)
-                err = self.errors[layer] * self.clt.output_scale[layer]
-                rows[:, start : start + pos - 1] = self._dot(G[:, :, layer], err)[:, 1:]
+                err = self._dot(G[:, :, layer], self.errors[layer])  # [batch, pos]
+                rows[:, lay.error_slice(layer)] = err[:, 1:]
         for g, e in zip(emb_grads, emb_values):
-            rows[:, :pos] += self._dot(g[:, 0].transpose(0, 1), e[0])
+            rows[:, lay.embeddings] += self._dot(g[:, 0].transpose(0, 1), e[0])
         return rows[:, :-1]
 
     def _stack(self, outs: list[Tensor | None]) -> Float[Tensor, "pos batch top d"]:
-        """The gradients in one [pos, batch, layer, d] tensor of the compute dtype, each
-        divided by its layer's output scale (decoders are stored in training units)."""
+        """The gradients in one [pos, batch, layer, d] tensor of the compute dtype."""
         first = next(g for g in outs if g is not None)
         nb, _, pos, d = first.shape
         G = torch.zeros(pos, nb, len(outs), d, dtype=self.dtype, device=first.device)
         for layer, g in enumerate(outs):
             if g is not None:
                 G[:, :, layer] = g[:, 0].transpose(0, 1)
-                if not self.unit_scales:
-                    G[:, :, layer] /= self.clt.output_scale[layer].to(self.dtype)
             outs[layer] = None
         return G
 
@@ -164,8 +145,8 @@ class SourceBank:
         for s in range(top):
             slot = self.slots[s]
             n_t = min(clt.n_targets(s), top - s)
-            W = clt.W_dec[s if len(clt.W_dec) > 1 else 0][:, :n_t]  # [F, n_t, d]
-            D = W[slot.feature.flatten()].to(self.dtype).reshape(pos, -1, n_t * d)
+            D = clt.decoder_rows(s, slot.feature.flatten(), n_t)  # [pos * m, n_t, d]
+            D = D.to(self.dtype).reshape(pos, -1, n_t * d)
             out = torch.bmm(G[:, :, s * d : (s + n_t) * d], D.transpose(1, 2))  # [pos, batch, m]
             out = out.float() * slot.activation[:, None, :]
             rows[:, slot.column] = out.transpose(0, 1).reshape(nb, -1)

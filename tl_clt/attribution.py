@@ -42,15 +42,17 @@ from tl_clt import _edges
 from tl_clt._linear import Tape, backward, feature_injections, grad_free_params, linearise
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, GraphInfo, Node, NodeKind
-from tl_clt.replacement import CleanRun, ReplacementModel
+from tl_clt.replacement import ReplacementModel, check_call
+from tl_clt.splice import CleanRun
 from tl_clt.targets import LogitDifference, LogitTargets, Targets, logit_targets_for
 
 __all__ = ["LogitDifference", "attribute", "partial_influence"]
 
 
 def attribute(
-    replacement: ReplacementModel,
-    prompt: str | Int[Tensor, "1 pos"],
+    replacement: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
+    prompt: str | Int[Tensor, "1 pos"] | Any,
+    *,
     targets: Targets = None,
     max_feature_nodes: int | None = None,
     batch_size: int = 256,
@@ -69,7 +71,9 @@ def attribute(
     batch_size: targets per backward pass. dtype: dtype of the gradient-decoder products
         (default: the transcoder's); the adjacency is float32.
     progress: show a progress bar (None: when there are more than 8 batches).
+    Every option after (replacement, prompt) is keyword-only.
     """
+    check_call("attribute", replacement, prompt)
     lens, clt = replacement.lens, replacement.clt
     if batch_size < 1 or update_interval < 1:
         raise InputError("batch_size and update_interval must be positive integers")
@@ -80,7 +84,7 @@ def attribute(
         run = replacement.capture(tokens)
     feats = _edges.active_features(run)
     logit_targets = logit_targets_for(replacement, run, targets, max_logits, logit_probability)
-    sources = _edges.SourceBank.build(clt, run, feats, dtype or clt.dtype)
+    sources = _edges.EdgeColumns.build(clt, run, feats, dtype or clt.dtype)
     n_feat_rows = feats.count if max_feature_nodes is None else min(max_feature_nodes, feats.count)
     n_batches = math.ceil(n_feat_rows / batch_size) + 1
     bar = tqdm(total=n_feat_rows + len(logit_targets.nodes), desc="attribution", unit="node",
@@ -102,7 +106,7 @@ def attribute(
 
 
 def _logit_rows(
-    tape: Tape, sources: _edges.SourceBank, targets: LogitTargets, batch_size: int, bar: Any
+    tape: Tape, sources: _edges.EdgeColumns, targets: LogitTargets, batch_size: int, bar: Any
 ) -> Float[Tensor, "n_logits n_sources"]:
     rows = []
     L = len(tape.outputs)
@@ -117,20 +121,21 @@ def _logit_rows(
 
 # ---------------------------------------------------------------------- phase 5: order
 def _row_storage(
-    sources: _edges.SourceBank, n_rows: int, logit_rows: Tensor
+    sources: _edges.EdgeColumns, n_rows: int, logit_rows: Tensor
 ) -> tuple[Tensor | None, Float[Tensor, "n_rows n_sources"]]:
     """Where feature rows go: with every feature visited, straight into the final adjacency
     (whose node order is the source order); with a budget, a [n_rows, n_sources] buffer."""
-    if n_rows < sources.n_features:
-        return None, torch.zeros(n_rows, sources.n_sources, device=logit_rows.device)
-    n = sources.n_sources + logit_rows.shape[0]
+    lay = sources.layout
+    if n_rows < lay.n_features:
+        return None, torch.zeros(n_rows, lay.n_sources, device=logit_rows.device)
+    n = lay.n_sources + logit_rows.shape[0]
     full = torch.zeros(n, n, device=logit_rows.device)
-    return full, full[sources.n_pos : sources.n_pos + n_rows, : sources.n_sources]
+    return full, full[lay.features, : lay.n_sources]
 
 
 def _feature_rows(
     tape: Tape,
-    sources: _edges.SourceBank,
+    sources: _edges.EdgeColumns,
     feats: _edges.ActiveFeatures,
     logit_rows: Tensor,
     weights: Tensor,
@@ -148,10 +153,9 @@ def _feature_rows(
     done, batches = 0, 0
     while done < n_rows:
         if budgeted and batches % update_interval == 0:
-            infl = partial_influence(
-                logit_rows, weights, rows[:done], sources.n_pos + visited[:done]
-            )
-            features = infl[sources.n_pos : sources.n_pos + feats.count].cpu()
+            columns = sources.layout.features.start + visited[:done]
+            infl = partial_influence(logit_rows, weights, rows[:done], columns)
+            features = infl[sources.layout.features].cpu()
             ranked = torch.argsort(features, descending=True, stable=True)
             seen = torch.zeros(feats.count, dtype=torch.bool)
             seen[visited[:done]] = True
@@ -201,24 +205,23 @@ def _chunked_abs_matvec(v: Tensor, M: Tensor, chunk: int = 1024) -> Tensor:
 
 # ---------------------------------------------------------------------- phase 6: assemble
 def _adjacency(
-    sources: _edges.SourceBank,
+    sources: _edges.EdgeColumns,
     visited: Tensor,
     feat_rows: Tensor,
     logit_rows: Tensor,
     full: Tensor | None,
 ) -> Float[Tensor, "n n"]:
     """The adjacency in node order: embeddings, features (table order), errors, logits."""
-    n_logits = logit_rows.shape[0]
+    lay = sources.layout.with_features(visited.shape[0], logit_rows.shape[0])
     if full is not None:  # every feature, rows already in place
-        full[-n_logits:, : sources.n_sources] = logit_rows
+        full[lay.logits, : lay.n_sources] = logit_rows
         return full.cpu()
     order = torch.argsort(visited)
     columns = sources.columns(visited[order]).to(feat_rows.device)
-    n_in = columns.shape[0]
-    A = torch.zeros(n_in + n_logits, n_in + n_logits, device=feat_rows.device)
+    A = torch.zeros(lay.n_nodes, lay.n_nodes, device=feat_rows.device)
     rows = feat_rows.index_select(1, columns).index_select(0, order.to(feat_rows.device))
-    A[sources.n_pos : sources.n_pos + order.shape[0], :n_in] = rows
-    A[n_in:, :n_in] = logit_rows.index_select(1, columns)
+    A[lay.features, : lay.n_sources] = rows
+    A[lay.logits, : lay.n_sources] = logit_rows.index_select(1, columns)
     return A.cpu()
 
 
@@ -226,7 +229,7 @@ def _graph(
     replacement: ReplacementModel,
     run: CleanRun,
     feats: _edges.ActiveFeatures,
-    sources: _edges.SourceBank,
+    sources: _edges.EdgeColumns,
     targets: LogitTargets,
     visited: Tensor,
     A: Tensor,
@@ -247,7 +250,7 @@ def _graph(
               for ly, p, f, a in zip(lay, pos, fid, act)]  # fmt: skip
     norms = torch.stack([e[0].float().norm(dim=-1) for e in run.errors]).cpu()
     nodes += [Node(NodeKind.ERROR, q, layer=ly, token=strs[q], activation=float(norms[ly, q]))
-              for ly, q in sources.error_nodes()]  # fmt: skip
+              for ly, q in sources.layout.error_nodes()]  # fmt: skip
     nodes += targets.nodes
     info = GraphInfo(
         model=lens.name,

@@ -173,6 +173,25 @@ class CrossLayerTranscoder(HookedRootModule):
         w = self.W_dec[self._enc(source)][:, target - source]
         return w / self.output_scale[target]
 
+    def decoder_rows(
+        self, source: int, feature_ids: Tensor, n_targets: int | None = None
+    ) -> Float[Tensor, "k n_targets d_model"]:
+        """The decoder rows of features `feature_ids` read at `source` to the first
+        `n_targets` layers they write to (default: all), in model units: row [i, j] is what one
+        unit of feature `feature_ids[i]` adds to the output of layer `source + j` (an
+        architecture's storage and the output scales are dealt with here)."""
+        self._check_layer(source)
+        n = self.n_targets(source) if n_targets is None else n_targets
+        if not 1 <= n <= self.n_targets(source):
+            raise InputError(
+                f"features at layer {source} write to {self.n_targets(source)} layers, not {n}"
+            )
+        rows = self.W_dec[self._enc(source)][feature_ids, :n]
+        scale = self.output_scale[source : source + n]
+        if bool((scale == 1).all()):
+            return rows
+        return rows / scale[None, :, None].to(rows.dtype)
+
     def decoder_norms(self) -> Float[Tensor, "n_enc n_features"]:
         """Norm of each feature's concatenated decoders (to all the layers it writes to)."""
         return torch.stack([w.flatten(1).norm(dim=-1) for w in self.W_dec])

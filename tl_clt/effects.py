@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, no_type_check
+from typing import Any, NamedTuple
 
 import torch
 
 from tl_clt.graph import AttributionGraph, NodeKind
 from tl_clt.interventions import Intervention, Mode, paired_runs
 from tl_clt.replacement import ReplacementModel, check_call
+from tl_clt.targets import token_id
 
 
 class FeatureEffect(NamedTuple):
@@ -76,10 +77,9 @@ class Effects:
         return "\n".join(lines)
 
 
-@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def feature_effects(
-    rm: ReplacementModel,
-    prompt: str | torch.Tensor,
+    rm: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
+    prompt: str | torch.Tensor | Any,
     sources: Intervention | Sequence[Intervention],
     *,
     mode: Mode = "constrained",
@@ -123,10 +123,7 @@ def feature_effects(
     if targets is None:
         ids = last_b.topk(n_targets).indices.tolist()
     else:
-        ids = [
-            t if isinstance(t, int) else int(rm.lens.to_tokens(t, prepend_bos=False)[0, 0])
-            for t in targets
-        ]
+        ids = [token_id(rm.lens, t, last_b.shape[-1]) for t in targets]
     logit_effects = [LogitEffect(vocab[i], i, float(last_b[i]), float(last_a[i])) for i in ids]
     logit_effects.sort(key=lambda e: -abs(e.delta))
     means = (float(last_b.float().mean()), float(last_a.float().mean()))
@@ -154,9 +151,7 @@ def compare_with_graph(
     if isinstance(sources, Intervention):
         sources = [sources]
     tokens = graph.tokens[None].to(rm.lens.device)
-    logit_ids = [
-        n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and n.token_id is not None
-    ]
+    logit_ids = [n.token_id for n in graph.nodes if n.kind is NodeKind.LOGIT and _token_logit(n)]
     measured = {
         frozen: feature_effects(rm, tokens, sources, mode="constrained",
                                 freeze_features=frozen, targets=logit_ids, min_change=0.0)
@@ -203,7 +198,7 @@ def _comparisons(rm, graph, measured, direct, total) -> list[Comparison]:
     for i, node in enumerate(graph.nodes):
         if node.kind is NodeKind.FEATURE:
             key = (node.layer, node.position, node.feature)
-        elif node.kind is NodeKind.LOGIT and node.token_id is not None:
+        elif node.kind is NodeKind.LOGIT and _token_logit(node):
             key = (node.token_id,)
         else:
             continue
@@ -211,3 +206,8 @@ def _comparisons(rm, graph, measured, direct, total) -> list[Comparison]:
         got = [table.get((frozen, *key), 0.0) for frozen in (True, False)]
         out.append(Comparison(i, got[0], got[1], float(direct[i]), float(total[i])))
     return out
+
+
+def _token_logit(node) -> bool:
+    """A logit node of one token (not a logit difference)."""
+    return node.token_id is not None and not node.is_difference

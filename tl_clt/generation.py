@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import no_type_check
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -76,10 +76,9 @@ def continue_text(
     return out
 
 
-@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def generate(
-    rm: ReplacementModel,
-    prompt: str,
+    rm: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
+    prompt: str | Any,
     interventions: Sequence[Intervention] | Intervention = (),
     *,
     max_new_tokens: int = 8,

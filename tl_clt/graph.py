@@ -45,10 +45,12 @@ class Node(NamedTuple):
 
     layer: the transcoder layer of a feature (where it reads) or an error node.
     feature: a feature's index within its layer's dictionary.
-    token_id: the input token of an embedding node; the output token of a logit node (None
-        for a logit difference).
+    token_id: the input token of an embedding node; the output token of a logit node (the
+        positive token of a logit difference).
+    negative_id: a logit difference's negative token (None for every other node), so a logit
+        node's direction is `token_id` (minus `negative_id`) without parsing its label.
     token: the input token string at `position`, or a logit node's output token ("a - b" for
-        a logit difference).
+        a logit difference; a label for people, not to be parsed).
     activation: a feature's activation; an error node's error-vector norm; a logit node's
         target value (its logit minus the mean logit, or the logit difference).
     probability: a logit node's softmax probability (None for a logit difference).
@@ -62,6 +64,12 @@ class Node(NamedTuple):
     token: str = ""
     activation: float | None = None
     probability: float | None = None
+    negative_id: int | None = None
+
+    @property
+    def is_difference(self) -> bool:
+        """A logit difference target (`token_id` minus `negative_id`)."""
+        return self.kind is NodeKind.LOGIT and self.negative_id is not None
 
     @property
     def weight(self) -> float:
@@ -93,8 +101,7 @@ class GraphInfo:
     n_active_features: int  # active (layer, position, feature) triples, position 0 left out
     max_feature_nodes: int | None = None
     d_vocab: int | None = None
-    node_threshold: float | None = None  # set on pruned graphs
-    edge_threshold: float | None = None
+    prune_spec: P.PruneSpec | None = None  # set on pruned graphs: how they were pruned
     # of a pruned graph: its scores as it stands (its own edges, normalised anew; what
     # circuit-tracer's compute_graph_scores gives on a pruned adjacency)
     replacement_score: float | None = None
@@ -103,6 +110,65 @@ class GraphInfo:
     # say how much of the parent's answer the pruned graph accounts for
     replacement_score_strict: float | None = None
     completeness_score_strict: float | None = None
+
+    @property
+    def node_threshold(self) -> float | None:
+        return None if self.prune_spec is None else self.prune_spec.node_threshold
+
+    @property
+    def edge_threshold(self) -> float | None:
+        return None if self.prune_spec is None else self.prune_spec.edge_threshold
+
+
+class NodeLayout(NamedTuple):
+    """Where each kind of node sits in an unpruned graph's node order (and, without the
+    logits, in the source columns of attribution): embeddings (one per position), features
+    (the active features in table order, or the visited ones), errors (layer-major, positions
+    1.. : position 0, the BOS, has none), logits."""
+
+    n_pos: int
+    n_features: int
+    n_layers: int
+    n_logits: int = 0
+
+    @property
+    def embeddings(self) -> slice:
+        return slice(0, self.n_pos)
+
+    @property
+    def features(self) -> slice:
+        return slice(self.n_pos, self.n_pos + self.n_features)
+
+    @property
+    def errors(self) -> slice:
+        return slice(self.features.stop, self.features.stop + self.n_layers * (self.n_pos - 1))
+
+    @property
+    def logits(self) -> slice:
+        return slice(self.n_sources, self.n_sources + self.n_logits)
+
+    @property
+    def n_sources(self) -> int:
+        """Nodes that are sources of edges: embeddings, features and errors."""
+        return self.errors.stop
+
+    @property
+    def n_nodes(self) -> int:
+        return self.logits.stop
+
+    def error_slice(self, layer: int) -> slice:
+        """The error nodes of `layer` (positions 1..n_pos-1)."""
+        start = self.errors.start + layer * (self.n_pos - 1)
+        return slice(start, start + self.n_pos - 1)
+
+    def error_nodes(self) -> list[tuple[int, int]]:
+        """(layer, position) of each error node, in node order."""
+        return [(layer, q) for layer in range(self.n_layers) for q in range(1, self.n_pos)]
+
+    def with_features(self, n_features: int, n_logits: int | None = None) -> NodeLayout:
+        return self._replace(
+            n_features=n_features, n_logits=self.n_logits if n_logits is None else n_logits
+        )
 
 
 @dataclass(eq=False)
@@ -119,6 +185,8 @@ class AttributionGraph:
     info: GraphInfo
     original_index: Int[Tensor, " n_nodes"] | None = None
     _kinds: Tensor | None = field(default=None, repr=False, compare=False)
+    # the graph this one was pruned from (in memory only: None for a graph read from files)
+    parent: AttributionGraph | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.nodes)
@@ -137,6 +205,22 @@ class AttributionGraph:
             self._kinds = torch.tensor([order.index(n.kind) for n in self.nodes], dtype=torch.long)
         wanted = torch.tensor([list(NodeKind).index(k) for k in kinds], dtype=torch.long)
         return torch.isin(self._kinds, wanted)
+
+    @property
+    def layout(self) -> NodeLayout:
+        """Where each kind of node sits in this graph (an unpruned one, whose node table
+        follows the layout; a pruned graph keeps some nodes of each kind and has none)."""
+        if self.original_index is not None:
+            raise InputError("a pruned graph has no node layout; map its nodes with original_index")
+        count = {k: int(self.mask(k).sum()) for k in NodeKind}
+        n_pos = count[NodeKind.EMBEDDING]
+        n_layers = count[NodeKind.ERROR] // max(n_pos - 1, 1)
+        layout = NodeLayout(n_pos, count[NodeKind.FEATURE], n_layers, count[NodeKind.LOGIT])
+        kinds = [NodeKind.EMBEDDING, NodeKind.FEATURE, NodeKind.ERROR, NodeKind.LOGIT]
+        spans = [layout.embeddings, layout.features, layout.errors, layout.logits]
+        if any(n.kind is not k for k, sl in zip(kinds, spans) for n in self.nodes[sl]):
+            raise InputError("this graph's node table does not follow the node layout")
+        return layout
 
     def indices(self, kind: NodeKind) -> list[int]:
         return [i for i, n in enumerate(self.nodes) if n.kind is kind]
@@ -188,15 +272,23 @@ class AttributionGraph:
 
     def prune(
         self,
-        node_threshold: float = 0.8,
-        edge_threshold: float = 0.98,
-        rank_always_kept: bool = True,
+        node_threshold: float | P.PruneSpec = 0.8,
+        edge_threshold: float | None = None,
+        rank_always_kept: bool | None = None,
     ) -> AttributionGraph:
-        """The graph pruned by node then edge influence (`tl_clt.prune.prune`; with
-        `rank_always_kept=False` the node threshold is measured against the features' and
-        errors' influence only); it records its original node indices and, in `info`, two pairs
-        of scores: `replacement_score` / `completeness_score` of the pruned graph as it stands,
-        and `*_strict`, where what pruning dropped counts as error."""
+        """The graph pruned by node then edge influence (`tl_clt.prune.prune`), given a
+        `PruneSpec` or its fields (default 0.8, 0.98, True; with `rank_always_kept=False` the
+        node threshold is measured against the features' and errors' influence only). The
+        pruned graph records its original node indices, its `parent` (this graph, in memory)
+        and, in `info`, its `prune_spec` and two pairs of scores: `replacement_score` /
+        `completeness_score` of the pruned graph as it stands, and `*_strict`, where what
+        pruning dropped counts as error. Pages and exports show a pruned graph as it is."""
+        spec = prune_spec(node_threshold, edge_threshold, rank_always_kept)
+        if spec.rank_always_kept is None:
+            raise InputError(
+                "this PruneSpec does not say whether the node threshold ranks the always-kept "
+                "nodes (a pruned graph saved before that was recorded); set rank_always_kept"
+            )
         w = self.logit_weights
         is_error, is_token = self.mask(NodeKind.ERROR), self.mask(NodeKind.EMBEDDING)
         result = P.prune(
@@ -204,9 +296,9 @@ class AttributionGraph:
             w,
             always_keep=self.mask(NodeKind.EMBEDDING, NodeKind.LOGIT),
             needs_input=self.mask(NodeKind.FEATURE),
-            node_threshold=node_threshold,
-            edge_threshold=edge_threshold,
-            rank_always_kept=rank_always_kept,
+            node_threshold=spec.node_threshold,
+            edge_threshold=spec.edge_threshold,
+            rank_always_kept=spec.rank_always_kept,
         )
         strict = P.scores(self.adjacency, w, is_error, is_token, result.node_mask, result.edge_mask)
         sub = P.subgraph(self.adjacency, result.node_mask, result.edge_mask)
@@ -214,30 +306,43 @@ class AttributionGraph:
         index = sub.index if self.original_index is None else self.original_index[sub.index]
         info = dataclasses.replace(
             self.info,
-            node_threshold=node_threshold,
-            edge_threshold=edge_threshold,
+            prune_spec=spec,
             replacement_score=own.replacement,
             completeness_score=own.completeness,
             replacement_score_strict=strict.replacement,
             completeness_score_strict=strict.completeness,
         )
         nodes = [self.nodes[i] for i in sub.index.tolist()]
-        return AttributionGraph(self.prompt, self.tokens, nodes, sub.adjacency, info, index)
+        return AttributionGraph(
+            self.prompt, self.tokens, nodes, sub.adjacency, info, index, parent=self
+        )
+
+    def positions_in(self, other: AttributionGraph) -> Int[Tensor, " n_nodes"]:
+        """Each of this graph's nodes' index in `other`, a graph it was pruned from (directly
+        or not)."""
+        if self.original_index is None:
+            if other.original_index is None and other.n_nodes == self.n_nodes:
+                return torch.arange(self.n_nodes)
+            raise InputError("that graph is not a graph this one was pruned from")
+        theirs = (
+            torch.arange(other.n_nodes) if other.original_index is None else other.original_index
+        ).tolist()
+        where = {orig: i for i, orig in enumerate(theirs)}
+        try:
+            return torch.tensor([where[o] for o in self.original_index.tolist()], dtype=torch.long)
+        except KeyError:
+            raise InputError("that graph is not a graph this one was pruned from") from None
 
     def kept_influence(self, pruned: AttributionGraph) -> P.KeptInfluence:
         """How much of this graph's feature influence `pruned` (one of its prunings) keeps,
         and the tokens' share of all influence (`tl_clt.prune.kept_influence`)."""
         if pruned.original_index is None:
             raise InputError("kept_influence needs a pruned graph (from graph.prune())")
-        mine = (
-            torch.arange(self.n_nodes) if self.original_index is None else self.original_index
-        ).tolist()
-        where = {orig: i for i, orig in enumerate(mine)}
         kept = torch.zeros(self.n_nodes, dtype=torch.bool)
-        for orig in pruned.original_index.tolist():
-            if orig not in where:
-                raise InputError("that graph is not a pruning of this one")
-            kept[where[orig]] = True
+        try:
+            kept[pruned.positions_in(self)] = True
+        except InputError:
+            raise InputError("that graph is not a pruning of this one") from None
         return P.kept_influence(
             self.influence().influence,
             self.logit_weights,
@@ -288,11 +393,8 @@ class AttributionGraph:
             raise CheckpointError(f"{directory / NODES_FILE} is not a {FORMAT} graph file")
         try:
             nodes = [_node_from_json(n) for n in record["nodes"]]
-            fields = dict(record["info"])
-            older = (
-                fields.get("node_threshold") is not None
-                and "replacement_score_strict" not in fields
-            )
+            fields = _info_fields(record["info"])
+            older = fields["prune_spec"] is not None and "replacement_score_strict" not in fields
             if older:  # a pruned graph saved when its one pair of scores was the strict pair
                 fields["replacement_score_strict"] = fields.pop("replacement_score", None)
                 fields["completeness_score_strict"] = fields.pop("completeness_score", None)
@@ -310,6 +412,42 @@ class AttributionGraph:
                 completeness_score=own.completeness,
             )
         return graph
+
+
+def prune_spec(
+    node_threshold: float | P.PruneSpec = 0.8,
+    edge_threshold: float | None = None,
+    rank_always_kept: bool | None = None,
+) -> P.PruneSpec:
+    """A `PruneSpec` from one, or from its fields (those not given take their defaults)."""
+    if isinstance(node_threshold, P.PruneSpec):
+        if edge_threshold is not None or rank_always_kept is not None:
+            raise InputError(
+                "give a PruneSpec or thresholds, not both (e.g. prune(PruneSpec(0.8, 0.98, "
+                "rank_always_kept=False)))"
+            )
+        return node_threshold
+    return P.PruneSpec(
+        node_threshold,
+        0.98 if edge_threshold is None else edge_threshold,
+        True if rank_always_kept is None else rank_always_kept,
+    )
+
+
+def _info_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """`GraphInfo` fields from a graph file's `info`. Pruned graphs saved before the spec was
+    recorded hold `node_threshold` and `edge_threshold` only: they get a `PruneSpec` with those
+    and `rank_always_kept=None` (not recorded)."""
+    fields = dict(data)
+    spec = fields.pop("prune_spec", None)
+    nt, et = fields.pop("node_threshold", None), fields.pop("edge_threshold", None)
+    if spec is not None:
+        fields["prune_spec"] = P.PruneSpec(**spec)
+    elif nt is not None:
+        fields["prune_spec"] = P.PruneSpec(nt, 0.98 if et is None else et, None)
+    else:
+        fields["prune_spec"] = None
+    return fields
 
 
 def _node_to_json(node: Node) -> dict[str, Any]:

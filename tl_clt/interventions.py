@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, no_type_check
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -307,10 +307,9 @@ def paired_runs(
     return PairedRun(tokens, logits_b, logits_a, before, after)
 
 
-@no_type_check  # the arguments are checked in the body, with messages a user can act on
 def intervene(
-    rm: ReplacementModel,
-    prompt: str | Tensor,
+    rm: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
+    prompt: str | Tensor | Any,
     interventions: Sequence[Intervention] | Intervention,
     *,
     mode: Mode = "constrained",

@@ -11,6 +11,7 @@ ends. Method: Ameisen et al. (2025), "Circuit Tracing", §Pruning and §Evaluati
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -18,6 +19,27 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_clt.errors import InputError
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """How a graph is pruned (`prune`): the node and edge thresholds and whether the node
+    threshold ranks every node (`rank_always_kept=True`, circuit-tracer's choice) or only those
+    pruning may drop (features and errors). A pruned graph records its spec in
+    `info.prune_spec`; `rank_always_kept` is None only on pruned graphs saved before it was
+    recorded."""
+
+    node_threshold: float = 0.8
+    edge_threshold: float = 0.98
+    rank_always_kept: bool | None = True
+
+    def __post_init__(self) -> None:
+        _check_fraction("node_threshold", self.node_threshold)
+        _check_fraction("edge_threshold", self.edge_threshold)
+        if self.rank_always_kept is not None and not isinstance(self.rank_always_kept, bool):
+            raise InputError(
+                f"rank_always_kept must be True or False, got {self.rank_always_kept!r}"
+            )
 
 
 class Influence(NamedTuple):

@@ -306,10 +306,11 @@ def check_call(function: str, replacement: Any, prompt: Any) -> None:
         return
     if isinstance(prompt, ReplacementModel):
         raise InputError(
-            f"{function}(replacement, prompt, ...): the ReplacementModel goes first and the "
-            "prompt second (circuit-tracer's order is the other way round)"
+            f"{function}(replacement, prompt): the ReplacementModel comes first and the prompt "
+            f"second (got a {type(replacement).__name__} first; circuit-tracer's order is the "
+            "other way round)"
         )
     raise InputError(
-        f"{function}(replacement, prompt, ...): expected a ReplacementModel first, got "
-        f"{type(replacement).__name__}; build one with ReplacementModel(model, transcoder)"
+        f"{function}(replacement, prompt): got a {type(replacement).__name__} where the "
+        "ReplacementModel goes; build one with ReplacementModel(model, transcoder)"
     )

@@ -46,21 +46,18 @@ def logit_targets_for(
     vocab = logits.shape[-1]
     probs = torch.softmax(logits, -1)
     if isinstance(targets, LogitDifference):
-        a, b = (_token_id(lens, t, vocab) for t in targets)
-        direction = torch.zeros(1, vocab)
-        direction[0, a] += 1.0
-        direction[0, b] -= 1.0
+        a, b = (token_id(lens, t, vocab) for t in targets)
         name = f"{_token_str(lens, a)} - {_token_str(lens, b)}"
-        node = Node(NodeKind.LOGIT, run.tokens.shape[1] - 1, token=name,
-                    activation=float(logits[a] - logits[b]))  # fmt: skip
-        return LogitTargets(direction.to(logits.device), [node])
+        node = Node(NodeKind.LOGIT, run.tokens.shape[1] - 1, token_id=a, negative_id=b,
+                    token=name, activation=float(logits[a] - logits[b]))  # fmt: skip
+        return LogitTargets(logit_direction(node, vocab)[None].to(logits.device), [node])
     if targets is None:
         order = torch.argsort(probs, descending=True)
         cum = torch.cumsum(probs[order], 0)
         n = min(int((cum < logit_probability).sum()) + 1, max_logits, vocab)
         ids = order[:n].tolist()
     else:
-        ids = [_token_id(lens, t, vocab) for t in targets]
+        ids = [token_id(lens, t, vocab) for t in targets]
         if not ids or len(set(ids)) != len(ids):
             raise InputError("targets must name at least one token, each at most once")
     direction = torch.full((len(ids), vocab), -1.0 / vocab, device=logits.device)
@@ -74,7 +71,28 @@ def logit_targets_for(
     return LogitTargets(direction, nodes)
 
 
-def _token_id(lens: Any, token: str | int, vocab: int) -> int:
+def logit_direction(node: Node, d_vocab: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A logit node's direction on the last position's logits, from its token ids: one-hot
+    minus uniform for a token (its logit minus the mean logit), +1/−1 for a logit difference."""
+    if node.kind is not NodeKind.LOGIT or node.token_id is None:
+        raise InputError(
+            f"{node.label()} is not a logit node with token ids (a logit difference saved "
+            "before its ids were recorded has none: rebuild the graph with attribute)"
+        )
+    d = torch.zeros(d_vocab, dtype=dtype)
+    if node.negative_id is not None:
+        d[node.token_id] += 1.0
+        d[node.negative_id] -= 1.0
+        return d
+    d -= 1.0 / d_vocab
+    d[node.token_id] += 1.0
+    return d
+
+
+def token_id(lens: Any, token: str | int, vocab: int | None = None) -> int:
+    """The id of one token named by its string or id: a string must encode as exactly one
+    token of the vocabulary; an id must lie in [0, vocab) (default: the model's d_vocab)."""
+    vocab = lens.d_vocab if vocab is None else vocab
     if isinstance(token, str):
         ids = lens.to_tokens(token, prepend_bos=False)[0].tolist()
         if len(ids) != 1:

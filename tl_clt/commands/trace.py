@@ -102,6 +102,7 @@ def open_index(path: str | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from tl_clt import LogitDifference, ReplacementModel, attribute, group_supernodes
+    from tl_clt.prune import PruneSpec
     from tl_clt.viz.graph_page import render_graph
     from tl_clt.viz.neuronpedia import write_neuronpedia
 
@@ -113,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
         rm, args.prompt, targets=targets,
         max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
     )  # fmt: skip
-    pruned = graph.prune(args.node_threshold, args.edge_threshold,
-                         rank_always_kept=not args.rank_prunable_only)  # fmt: skip
+    spec = PruneSpec(args.node_threshold, args.edge_threshold,
+                     rank_always_kept=not args.rank_prunable_only)  # fmt: skip
+    pruned = graph.prune(spec)  # the one pruning: files, JSON and page all show it
     grouped = None
     if args.supernodes == "auto":
         grouped = group_supernodes(pruned, clt, index, threshold=args.supernode_threshold)
@@ -122,15 +124,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("graphs") / slug)
     graph.save(out / "graph")
     pruned.save(out / "pruned")
-    write_neuronpedia(graph, out, slug, node_threshold=args.node_threshold,
-                      edge_threshold=args.edge_threshold, supernodes=grouped or (),
-                      index=index)  # fmt: skip
+    write_neuronpedia(pruned, out, slug, supernodes=grouped or (), index=index)
     _report(graph, pruned, args.paths, out, slug)
     if grouped is not None:
         _report_supernodes(rm, grouped, args.validate_supernodes, graph)
     if args.html:
-        page = render_graph(graph, index, grouped, clt, node_threshold=args.node_threshold,
-                            edge_threshold=args.edge_threshold)  # fmt: skip
+        page = render_graph(pruned, index, grouped, clt)
         path = page.save(args.html)
         print(
             f"wrote the graph page {path} ({path.stat().st_size / 2**20:.2f} MB); open it in a browser"

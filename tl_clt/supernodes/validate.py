@@ -29,6 +29,7 @@ from tl_clt.errors import InputError
 from tl_clt.graph import NodeKind
 from tl_clt.interventions import Intervention, intervene
 from tl_clt.supernodes.grouped import GroupedGraph
+from tl_clt.targets import logit_direction
 
 How = Literal["total", "direct"]
 
@@ -155,20 +156,8 @@ def validate_supernodes(
 
 
 def _direction(replacement, node) -> Tensor:
-    """The logit node's direction on the last position's logits (one-hot minus uniform for a
-    token, +1/−1 for a logit difference)."""
-    vocab = replacement.lens.vocabulary()
-    d = torch.zeros(len(vocab), dtype=torch.float64)
-    if node.token_id is not None:
-        d -= 1.0 / len(vocab)
-        d[node.token_id] += 1.0
-        return d
-    parts = node.token.split(" - ")
-    ids = [[i for i, t in enumerate(vocab) if t == p] for p in parts]
-    if len(parts) != 2 or any(len(x) != 1 for x in ids):
-        raise InputError(f"cannot tell the two tokens of the logit difference {node.token!r}")
-    d[ids[0][0]], d[ids[1][0]] = 1.0, -1.0
-    return d
+    """The logit node's direction on the last position's logits, from its token ids."""
+    return logit_direction(node, replacement.lens.d_vocab, torch.float64)
 
 
 def _same_active_set(result, interventions: Sequence[Intervention]) -> bool:

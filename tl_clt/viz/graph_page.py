@@ -4,14 +4,16 @@ logits on top), with supernodes as boxes, a detail panel for the node under the 
 clicked (label, top contexts, activation, strongest input and output edges) and node / edge
 thresholds that re-prune the graph in the page.
 
-What the page holds (`graph_data`): the nodes the default pruning keeps, plus the next most
-influential nodes up to `max_nodes` (a prefix of the full graph's influence ranking, so the
-page's node pruning is exact for every node threshold up to the prefix's cumulative share,
-`meta.max_node_threshold`), every edge among them (or, beyond `max_edges`, the default graph's
-edges and the highest-scoring others: `meta.truncated`, and in-page re-pruning is then
-approximate), each node's influence in the full graph, and the feature cards of the most
-influential features. The first view is the Python pruning itself; the sliders run the same
-algorithm (`tl_clt.prune.prune`) in JavaScript. Open `page.html#node=ID` to land on a node,
+The page shows a pruned graph (`graph.prune(spec)`; an unpruned graph is pruned with a
+`PruneSpec`). What it holds (`graph_data`): the pruned graph's nodes, plus the next most
+influential nodes of the graph it was pruned from up to `max_nodes` (a prefix of that graph's
+influence ranking, of every node or, with the spec's `rank_always_kept=False`, of the features
+and errors, so the page's node pruning is exact for every node threshold up to the prefix's
+cumulative share, `meta.max_node_threshold`), every edge among them (or, beyond `max_edges`,
+the pruned graph's edges and the highest-scoring others: `meta.truncated`, and in-page
+re-pruning is then approximate), each node's influence in the full graph, and the feature cards
+of the most influential features. The first view is the pruned graph itself; the sliders run
+the same algorithm (`tl_clt.prune.prune`, with the spec's `rank_always_kept`) in JavaScript. Open `page.html#node=ID` to land on a node,
 `#nt=0.6&et=0.95&group=1` to set the thresholds and collapse the supernodes.
 """
 
@@ -27,9 +29,10 @@ import torch
 from tl_clt import prune as P
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.prune import PruneSpec
 from tl_clt.supernodes import GroupedGraph, Supernode, group_supernodes
 from tl_clt.viz.features import feature_payload
-from tl_clt.viz.neuronpedia import node_ids, supernode_lists
+from tl_clt.viz.neuronpedia import node_ids, pruned_graph, supernode_lists
 from tl_clt.viz.page import Page, static
 
 KINDS = [NodeKind.EMBEDDING, NodeKind.FEATURE, NodeKind.ERROR, NodeKind.LOGIT]
@@ -65,16 +68,18 @@ def render_graph(
     supernodes: GroupedGraph | Sequence[Supernode] | Literal["auto"] | None = None,
     clt: Any = None,
     *,
-    node_threshold: float = 0.8,
-    edge_threshold: float = 0.98,
+    prune: PruneSpec | None = None,
     max_nodes: int = 1500,
     max_edges: int = 60_000,
     max_cards: int = 400,
     n_examples: int = 4,
     title: str | None = None,
 ) -> GraphPage:
-    """The page of `graph` (best: the unpruned graph, pruned here with the thresholds; a pruned
-    graph is shown whole and re-pruned within itself).
+    """The page of a pruned graph (`graph.prune(...)`): its first view is that graph, and the
+    sliders re-prune with its spec's `rank_always_kept` within the graph it was pruned from
+    (`graph.parent`; a pruned graph read from files has none and is re-pruned within itself).
+    An unpruned graph is pruned here with `prune` (default `PruneSpec()`); a pruned graph is
+    never pruned again (`prune`, if given, must be its own spec).
 
     index: a `FeatureIndex` for labels and top contexts. supernodes: a `GroupedGraph` (made on
         this graph or on its pruned graph), supernodes of this graph, or "auto" to group the
@@ -82,8 +87,8 @@ def render_graph(
     max_nodes / max_edges: what the page holds for in-page re-pruning (the size budget);
         max_cards: features whose top contexts are inlined (the most influential first).
     """
-    data = graph_data(graph, index, supernodes, clt, node_threshold, edge_threshold,
-                      max_nodes, max_edges, max_cards, n_examples, title)  # fmt: skip
+    data = graph_data(graph, index, supernodes, clt, prune, max_nodes, max_edges, max_cards,
+                      n_examples, title)  # fmt: skip
     return GraphPage(
         title=data["meta"]["title"],
         body=_BODY,
@@ -102,8 +107,7 @@ def graph_data(
     index: Any = None,
     supernodes: Any = None,
     clt: Any = None,
-    node_threshold: float = 0.8,
-    edge_threshold: float = 0.98,
+    prune: PruneSpec | None = None,
     max_nodes: int = 1500,
     max_edges: int = 60_000,
     max_cards: int = 400,
@@ -111,24 +115,21 @@ def graph_data(
     title: str | None = None,
 ) -> dict[str, Any]:
     """The JSON-able data of a graph page (see the module docstring)."""
-    if graph.original_index is None:
-        pruned = graph.prune(node_threshold, edge_threshold)
-        default = pruned.original_index
-    else:
-        pruned, default = graph, torch.arange(graph.n_nodes)
-        node_threshold = graph.info.node_threshold or node_threshold
-        edge_threshold = graph.info.edge_threshold or edge_threshold
-    infl = graph.influence().influence
-    shipped, max_nt = _node_prefix(graph, infl, default, max_nodes, max_edges)
-    ids = node_ids(graph)
-    src, dst, weights, edge_keep, n_among = _edges(graph, shipped, default, pruned, max_edges)
+    pruned = pruned_graph(graph, prune)
+    spec = pruned.info.prune_spec
+    rank = spec.rank_always_kept is not False  # not recorded (older files): the default
+    full = pruned.parent if pruned.parent is not None else pruned
+    default = pruned.positions_in(full)
+    infl = full.influence().influence
+    shipped, max_nt, total = _node_prefix(full, infl, default, max_nodes, max_edges, rank)
+    ids = node_ids(full)
+    src, dst, weights, edge_keep, n_among = _edges(full, shipped, default, pruned, max_edges)
     groups = _supernodes(supernodes, graph, pruned, clt, index, [ids[i] for i in shipped])
-    nodes = _node_table(graph, shipped, infl, default, ids)
-    meta = _meta(graph, pruned, title, node_threshold, edge_threshold, max_nt, infl, n_among,
-                 len(src))  # fmt: skip
+    nodes = _node_table(full, shipped, infl, default, ids)
+    meta = _meta(full, pruned, title, max_nt, total, n_among, len(src))
     data: dict[str, Any] = {
         "meta": meta,
-        "tokens": [n.token for n in graph.nodes if n.kind is NodeKind.EMBEDDING],
+        "tokens": [n.token for n in full.nodes if n.kind is NodeKind.EMBEDDING],
         "nodes": nodes,
         "edges": {"s": src, "t": dst, "w": weights, "keep": edge_keep},
         "supernodes": groups,
@@ -136,7 +137,7 @@ def graph_data(
         "cards": {"tokens": [], "features": []},
     }
     if index is not None:
-        _add_labels(data, graph, shipped, infl, index, max_cards, n_examples)
+        _add_labels(data, full, shipped, infl, index, max_cards, n_examples)
     return data
 
 
@@ -147,21 +148,26 @@ def _node_prefix(
     default: torch.Tensor,
     max_nodes: int,
     max_edges: int,
-) -> tuple[list[int], float]:
+    rank_always_kept: bool = True,
+) -> tuple[list[int], float, float]:
     """The nodes to hold: the always-kept nodes (tokens, logits), the default view's, and the
-    longest prefix of the influence ranking such that the nodes number at most `max_nodes`
-    and the edges among them at most `max_edges` (never less than what the default view
-    needs); and the largest node threshold the page can prune exactly (the cumulative share
-    of influence at the prefix's end)."""
+    longest prefix of the influence ranking (of every node, or with `rank_always_kept=False`
+    of the features and errors) such that the nodes number at most `max_nodes` and the edges
+    among them at most `max_edges` (never less than what the default view needs); the largest
+    node threshold the page can prune exactly (the cumulative share of the ranked influence at
+    the prefix's end); and the ranked nodes' total influence."""
     n = infl.shape[0]
-    if graph.original_index is not None:  # a pruned graph: all of it
-        return list(range(n)), 1.0
     keep = graph.mask(NodeKind.EMBEDDING, NodeKind.LOGIT)
+    ranked_nodes = torch.ones(n, dtype=torch.bool) if rank_always_kept else ~keep
+    total = float(infl[ranked_nodes].double().sum())
+    if graph.original_index is not None:  # a pruned graph: all of it
+        return list(range(n)), 1.0, total
     base = torch.zeros(n, dtype=torch.bool)
     base[default] = True
     base |= keep
-    order = torch.argsort(infl, descending=True, stable=True)
-    cum = torch.cumsum(infl[order].double(), 0) / infl.double().sum().clamp(min=1e-30)
+    among = ranked_nodes.nonzero()[:, 0]
+    order = among[torch.argsort(infl[among], descending=True, stable=True)]
+    cum = torch.cumsum(infl[order].double(), 0) / infl[order].double().sum().clamp(min=1e-30)
     nonzero = graph.adjacency != 0
 
     def chosen(k: int) -> torch.Tensor:
@@ -176,14 +182,14 @@ def _node_prefix(
     # the shortest prefix holding the default view's ranked nodes, then the longest that fits
     ranked = torch.nonzero(base[order] & ~keep[order])
     lo = int(ranked.max()) + 1 if ranked.numel() else 0
-    hi = n
+    hi = order.shape[0]
     if fits(hi):
         lo = hi
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     max_nt = float(cum[lo - 1]) if lo > 0 else 0.0
-    return chosen(lo).nonzero()[:, 0].tolist(), min(max_nt, 1.0)
+    return chosen(lo).nonzero()[:, 0].tolist(), min(max_nt, 1.0), total
 
 
 def _edges(graph, shipped, default, pruned, max_edges):
@@ -230,8 +236,8 @@ def _node_table(graph, shipped, infl, default, ids) -> dict[str, list]:
     return cols
 
 
-def _meta(graph, pruned, title, nt, et, max_nt, infl, n_among, n_held) -> dict[str, Any]:
-    info = graph.info
+def _meta(graph, pruned, title, max_nt, total, n_among, n_held) -> dict[str, Any]:
+    info, spec = graph.info, pruned.info.prune_spec
     return {
         "title": title or f"attribution graph: {graph.prompt}",
         "prompt": graph.prompt,
@@ -239,10 +245,11 @@ def _meta(graph, pruned, title, nt, et, max_nt, infl, n_among, n_held) -> dict[s
         "transcoder": info.transcoder,
         "n_layers": info.n_layers,
         "n_graph_nodes": graph.n_nodes,
-        "node_threshold": nt,
-        "edge_threshold": et,
+        "node_threshold": spec.node_threshold,
+        "edge_threshold": spec.edge_threshold,
+        "rank_always_kept": spec.rank_always_kept is not False,
         "max_node_threshold": max_nt,
-        "total_influence": float(infl.double().sum()),
+        "total_influence": total,  # of the nodes the node threshold ranks
         "replacement": pruned.info.replacement_score,
         "completeness": pruned.info.completeness_score,
         "replacement_strict": pruned.info.replacement_score_strict,

@@ -10,6 +10,8 @@ Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists: pass a `G
 pruned export leaves out are dropped (and a supernode left empty), or (name, ids) pairs, written
 as they are.
 With a feature index, each feature node's `clerp` (the viewer's label) is its label.
+The export is a pruned graph as it is (`graph.prune(spec)`; an unpruned graph is pruned with a
+`PruneSpec`), never pruned again with other settings; logit ids come from the nodes' token ids.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, Node, NodeKind
 from tl_clt.io import atomic_write_text
+from tl_clt.prune import PruneSpec
 
 INDEX_FILE = "graph-metadata.json"
 FEATURE_TYPES = {
@@ -42,21 +45,37 @@ def node_id(node: Node, n_layers: int, virtual_id: int | None = None) -> str:
         return f"{node.layer}_error_{node.position}"
     if node.kind is NodeKind.EMBEDDING:
         return f"E_{node.token_id}_{node.position}"
-    vocab = node.token_id if node.token_id is not None else virtual_id
-    return f"{n_layers + 1}_{vocab}_{node.position}"
+    return f"{n_layers + 1}_{logit_vocab_id(node, virtual_id)}_{node.position}"
+
+
+def logit_vocab_id(node: Node, virtual_id: int | None) -> int | None:
+    """A logit node's vocabulary id in the viewer: its token id, or for a logit difference
+    (which has two) the virtual id `virtual_id`."""
+    if node.token_id is None or node.is_difference:
+        return virtual_id
+    return node.token_id
+
+
+def _virtual_ids(graph: AttributionGraph) -> dict[int, int]:
+    """node index -> `d_vocab + k` for the k-th logit node (used by logit differences)."""
+    vocab = graph.info.d_vocab or 0
+    return {i: vocab + k for k, i in enumerate(graph.indices(NodeKind.LOGIT))}
 
 
 def node_ids(graph: AttributionGraph) -> list[str]:
     """Every node's viewer id, in node-table order (unique within a graph)."""
-    vocab = graph.info.d_vocab or 0
-    logits = {i: k for k, i in enumerate(graph.indices(NodeKind.LOGIT))}
-    return [
-        node_id(n, graph.info.n_layers, vocab + logits.get(i, 0)) for i, n in enumerate(graph.nodes)
-    ]
+    virtual = _virtual_ids(graph)
+    return [node_id(n, graph.info.n_layers, virtual.get(i)) for i, n in enumerate(graph.nodes)]
 
 
 def _node_record(
-    graph: AttributionGraph, i: int, nid: str, influence: float, top: int, index: Any = None
+    graph: AttributionGraph,
+    i: int,
+    nid: str,
+    influence: float,
+    top: int,
+    index: Any = None,
+    virtual_id: int | None = None,
 ) -> dict[str, Any]:
     n, L = graph.nodes[i], graph.info.n_layers
     digits = 10 ** math.ceil(math.log10(max(graph.info.n_features, 2)))
@@ -77,7 +96,7 @@ def _node_record(
     elif n.kind is NodeKind.EMBEDDING:
         record.update(feature=n.position, layer="E", jsNodeId=f"E_{n.token_id}-{n.position}")
     else:
-        vocab = int(nid.split("_")[1])
+        vocab = logit_vocab_id(n, virtual_id)
         p = n.probability if n.probability is not None else 0.0
         record.update(feature=vocab, layer=str(L + 1), token_prob=p, is_target_logit=i == top,
                       jsNodeId=f"L_{vocab}-{n.position}", influence=None,
@@ -89,40 +108,42 @@ def to_neuronpedia(
     graph: AttributionGraph,
     slug: str,
     scan: str | None = None,
-    node_threshold: float = 0.8,
-    edge_threshold: float = 0.98,
+    prune: PruneSpec | None = None,
     supernodes: Any = (),
     pinned_ids: Sequence[str] = (),
     index: Any = None,
 ) -> dict[str, Any]:
-    """The viewer's JSON for `graph` (an unpruned graph: it is pruned here with the given
-    thresholds); `scan` names the model on Neuronpedia (default: the graph's model name);
-    `supernodes` and `index` as in the module docstring."""
-    if graph.original_index is not None:
-        raise InputError("pass the unpruned graph; to_neuronpedia prunes it with the thresholds")
-    cumulative = graph.influence().cumulative
-    pruned = graph.prune(node_threshold, edge_threshold)
-    kept = pruned.original_index.tolist()
-    ids = node_ids(graph)
-    logits = graph.indices(NodeKind.LOGIT)
-    top = max(logits, key=lambda i: graph.nodes[i].weight) if logits else -1
+    """The viewer's JSON for a pruned graph (`graph.prune(...)`), exactly its nodes and edges;
+    an unpruned graph is pruned here with `prune` (default `PruneSpec()`), and a pruned graph
+    is never pruned again (`prune`, if given, must be its own spec). Each node's `influence`
+    is its cumulative influence in the graph it was pruned from, when that is at hand (a
+    pruned graph read from files: in itself). `scan` names the model on Neuronpedia (default:
+    the graph's model name); `supernodes` and `index` as in the module docstring."""
+    pruned = pruned_graph(graph, prune)
+    spec = pruned.info.prune_spec
+    full = pruned.parent if pruned.parent is not None else pruned
+    cumulative = full.influence().cumulative[pruned.positions_in(full)]
+    ids = node_ids(pruned)
+    virtual = _virtual_ids(pruned)
+    logits = pruned.indices(NodeKind.LOGIT)
+    top = max(logits, key=lambda i: pruned.nodes[i].weight) if logits else -1
     links = [
-        {"source": ids[kept[j]], "target": ids[kept[i]], "weight": float(pruned.adjacency[i, j])}
+        {"source": ids[j], "target": ids[i], "weight": float(pruned.adjacency[i, j])}
         for i, j in pruned.adjacency.nonzero().tolist()
     ]
     linked = {x for link in links for x in (link["source"], link["target"])}
     nodes = [
-        _node_record(graph, i, ids[i], float(cumulative[i]), top, index)
-        for i in kept
-        if ids[i] in linked or graph.nodes[i].kind in (NodeKind.EMBEDDING, NodeKind.LOGIT)
+        _node_record(pruned, i, ids[i], float(cumulative[i]), top, index, virtual.get(i))
+        for i in range(pruned.n_nodes)
+        if ids[i] in linked or pruned.nodes[i].kind in (NodeKind.EMBEDDING, NodeKind.LOGIT)
     ]
     metadata = {
         "slug": slug,
-        "scan": scan or graph.info.model,
+        "scan": scan or pruned.info.model,
         "transcoder_list": [],
-        "prompt_tokens": [graph.nodes[i].token for i in graph.indices(NodeKind.EMBEDDING)],
-        "prompt": graph.prompt,
-        "node_threshold": node_threshold,
+        "prompt_tokens": [pruned.nodes[i].token for i in pruned.indices(NodeKind.EMBEDDING)],
+        "prompt": pruned.prompt,
+        "node_threshold": spec.node_threshold,
     }
     qparams = {
         "pinnedIds": list(pinned_ids),
@@ -132,6 +153,21 @@ def to_neuronpedia(
         "sg_pos": "",
     }
     return {"metadata": metadata, "qParams": qparams, "nodes": nodes, "links": links}
+
+
+def pruned_graph(graph: AttributionGraph, spec: PruneSpec | None = None) -> AttributionGraph:
+    """The pruned graph a page or export shows: `graph` itself when it is pruned (its spec,
+    `info.prune_spec`, must then equal `spec` when one is given: it is never re-pruned with
+    other settings), otherwise `graph.prune(spec or PruneSpec())`."""
+    if graph.original_index is None:
+        return graph.prune(PruneSpec() if spec is None else spec)
+    own = graph.info.prune_spec
+    if spec is not None and spec != own:
+        raise InputError(
+            f"this graph was pruned with {own}, not {spec}: pass the unpruned graph to prune it "
+            "with other settings, or leave the spec out"
+        )
+    return graph
 
 
 def supernode_lists(graph: AttributionGraph, supernodes: Any, present: set[str]) -> list[list[str]]:

@@ -24,6 +24,7 @@ var TLGraph = (function () {
     var g = {
       n: n, m: d.edges.w.length, s: d.edges.s, t: d.edges.t, w: d.edges.w,
       kind: N.kind, infl: N.infl, wt: N.w, totalInfluence: d.meta.total_influence,
+      rankAlways: d.meta.rank_always_kept !== false,
       always: N.kind.map(function (k) { return k === EMB || k === LOGIT ? 1 : 0; }),
       group: new Int32Array(n).fill(-1), byId: {},
     };

@@ -1,10 +1,12 @@
 /* Pruning of an attribution graph in the page: the algorithm of tl_clt.prune.prune on a graph
    held as edge lists. g = {n, m, s[], t[], w[] (edges source -> target, weight), kind[] (0 token,
    1 feature, 2 error, 3 logit), infl[] (each node's influence in the full graph), wt[] (output
-   weights: logit probabilities), totalInfluence (the full graph's), always[] (kept nodes)}. */
+   weights: logit probabilities), always[] (kept nodes), rankAlways (rank_always_kept: the node
+   threshold ranks every node, or only those not always kept), totalInfluence (the full graph's
+   influence summed over the ranked nodes)}. `graph` builds g from a whole graph's edges. */
 "use strict";
 var TLPrune = (function () {
-  var TOKEN = 0, FEAT = 1, ERR = 2;
+  var TOKEN = 0, FEAT = 1, ERR = 2, LOGIT = 3;
   function rowNormalised(g, alive) {
     var sums = new Float64Array(g.n), ahat = new Float64Array(g.m);
     for (var e = 0; e < g.m; e++) if (alive[e]) sums[g.t[e]] += Math.abs(g.w[e]);
@@ -35,9 +37,13 @@ var TLPrune = (function () {
     for (var k = 0; k < v.length; k++) { cum += v[k]; if (cum / total >= fraction) return v[k]; }
     return v[v.length - 1];
   }
+  function ranked(g) {
+    if (g.rankAlways !== false) return g.infl;
+    return Array.prototype.filter.call(g.infl, function (x, i) { return !g.always[i]; });
+  }
   function prune(g, nt, et) {
     var i, e, keepNode = new Uint8Array(g.n), alive = new Uint8Array(g.m);
-    var c = cutoff(g.infl, nt, g.totalInfluence);
+    var c = cutoff(ranked(g), nt, g.totalInfluence);
     for (i = 0; i < g.n; i++) keepNode[i] = g.always[i] || (g.infl[i] >= c && g.infl[i] > 0) ? 1 : 0;
     for (e = 0; e < g.m; e++) alive[e] = keepNode[g.s[e]] && keepNode[g.t[e]] ? 1 : 0;
     var ahat = rowNormalised(g, alive), infl = influence(g, alive, ahat);
@@ -74,5 +80,16 @@ var TLPrune = (function () {
     return { replacement: tokens / Math.max(tokens + errors, 1e-30), completeness: num / Math.max(den, 1e-30) };
   }
 
-  return { prune: prune, scores: scores, cutoff: cutoff, influence: influence, rowNormalised: rowNormalised };
+  /* g for a whole graph given as edge lists (kind[], wt[] per node; s[], t[], w[] per edge):
+     each node's influence computed here, tokens and logits always kept. */
+  function graph(kind, wt, s, t, w, rankAlways) {
+    var n = kind.length, m = w.length, all = new Uint8Array(m).fill(1);
+    var g = { n: n, m: m, s: s, t: t, w: w, kind: kind, wt: wt, rankAlways: rankAlways !== false,
+              always: kind.map(function (k) { return k === TOKEN || k === LOGIT ? 1 : 0; }) };
+    g.infl = influence(g, all, rowNormalised(g, all));
+    g.totalInfluence = ranked(g).reduce(function (a, b) { return a + b; }, 0);
+    return g;
+  }
+
+  return { prune: prune, scores: scores, cutoff: cutoff, influence: influence, rowNormalised: rowNormalised, graph: graph };
 })();
