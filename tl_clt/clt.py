@@ -209,12 +209,13 @@ class CrossLayerTranscoder(HookedRootModule):
         activation: nonlinearity.Nonlinearity | None = None,
     ) -> Encoded:
         """The one encoding path, of inference and training alike: every layer's encoder
-        pre-activations (before any hook) and the active features. With
-        `hooks`, each layer's pre-activations and activations pass through its hook points
-        (dense [..., n_features] tensors, as hooks see them) and are compacted for decoding;
-        without, the activation's sparse form encodes every layer at once (training: no dense
-        [tokens, layers, features] tensor for TopK and BatchTopK). `activation` replaces the
-        configured one (training's JumpReLU bandwidth)."""
+        pre-activations (before any hook) and the active features (`.decode(clt)` decodes them).
+        With `hooks`, each layer's pre-activations and activations pass through its hook points
+        (dense [..., n_features] tensors, as hooks see them) and are compacted for decoding
+        (TopK, BatchTopK: tokens flattened); without, the activation's sparse form encodes
+        every layer at once, tokens flattened (training: no dense [tokens, layers, features]
+        tensor for TopK and BatchTopK). `activation` replaces the configured one (training's
+        JumpReLU bandwidth)."""
         act = self.activation if activation is None else activation
         if hooks:
             pre, acts = self._encode_hooked(x, act)

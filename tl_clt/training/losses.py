@@ -1,5 +1,7 @@
-"""Training losses for transcoders, as pure functions of the transcoder and a batch
-(REFERENCE.md §2).
+"""Training losses for transcoders (REFERENCE.md §2): the terms as pure functions of the
+transcoder and a batch, and one class per activation (`ReLULoss`, `JumpReLULoss`, `TopKLoss`,
+`BatchTopKLoss`) that holds its coefficients, weighs its terms and does what training does to
+its threshold. `TrainConfig.loss` holds one of them.
 
 - reconstruction: Σ_l mean over tokens of ‖ŷ^l − y^l‖² / d_model, in normalised units (each
   layer's output times its `output_scale`), so that no layer dominates;
@@ -9,8 +11,9 @@
 - TopK / BatchTopK: no sparsity penalty; AuxK reconstructs the residual error from the
   top-k_aux dead features, to revive them.
 
-TopK and BatchTopK decode through `CrossLayerTranscoder.decode_sparse`: only the active
-features' decoder rows are read, never a dense [tokens, layers, features] activation tensor.
+The forward pass is the transcoder's own (`clt.encode_features(x, hooks=False)`). TopK and
+BatchTopK decode through `CrossLayerTranscoder.decode_sparse`: only the active features'
+decoder rows are read, never a dense [tokens, layers, features] activation tensor.
 """
 
 from __future__ import annotations
