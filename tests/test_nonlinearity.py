@@ -115,3 +115,14 @@ def test_training_encodes_jumprelu_with_its_loss_bandwidth():
     pre = clt.pre_activations(x).detach()
     near = ((pre - clt.threshold.detach()).abs() < 5.0).sum(0)
     torch.testing.assert_close(grad, -(clt.threshold.detach() / 10.0) * near)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_forward_keeps_any_leading_shape(activation):
+    clt = random_clt(L, D, F, "cross_layer", activation, seed=7)
+    x = torch.randn(2, N, L, D, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = clt(x)
+        assert out.shape == x.shape
+        torch.testing.assert_close(out[1], clt(x[1]))
+        torch.testing.assert_close(clt.encode(x, hooks=False), clt.encode(x))

@@ -110,18 +110,18 @@ def batchtopk(h: Float[Tensor, "... f"], k: int) -> Float[Tensor, "... f"]:
 
 # ---------------------------------------------------------------------- active features
 class DenseFeatures(NamedTuple):
-    """Activations of N tokens at every layer, zeros included (ReLU, JumpReLU)."""
+    """Activations at every layer, zeros included (ReLU, JumpReLU)."""
 
-    acts: Float[Tensor, "n_tokens n_layers n_features"]
+    acts: Float[Tensor, "... n_layers n_features"]
 
     def dense(self, n_features: int | None = None) -> Tensor:
         return self.acts
 
     def firing(self, n_features: int | None = None) -> Float[Tensor, "n_layers n_features"]:
-        """Tokens on which each feature fired, per layer (float64)."""
+        """Tokens on which each feature fired, per layer (float64; acts [n, n_layers, F])."""
         return (self.acts > 0).sum(0).double()  # no float copy of [n, L, F]
 
-    def decode(self, clt: Any) -> Float[Tensor, "n_tokens n_layers d_model"]:
+    def decode(self, clt: Any) -> Float[Tensor, "... n_layers d_model"]:
         return clt.decode(self.acts)
 
 
@@ -228,7 +228,8 @@ class Nonlinearity:
         )
 
     def compact(self, acts: Float[Tensor, "... n_layers n_features"]) -> Features:
-        """The representation dense activations are decoded from (tokens flattened)."""
+        """The representation dense activations are decoded from (TopK and BatchTopK flatten
+        the tokens)."""
         return DenseFeatures(acts)
 
     def threshold_statistic(self, features: Features) -> Tensor | None:
