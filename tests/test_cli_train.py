@@ -80,3 +80,70 @@ def test_default_model_is_the_shipped_one_when_installed():
 
         lens = resolve_model(None)
         assert lens.n_layers == Lens(toy.load_model()).n_layers
+
+
+def _train_parser():
+    import argparse
+
+    from tl_clt.commands import train as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser, {a.dest: a for a in parser._actions}
+
+
+def test_flags_come_from_the_config_dataclasses():
+    import dataclasses
+    import typing
+
+    from tl_clt.config import field_docs
+    from tl_clt.training import DataConfig, TrainConfig
+    from tl_clt.training.config import Autocast
+
+    _, actions = _train_parser()
+    for cls, skip in ((TrainConfig, {"betas", "loss"}), (DataConfig, set())):
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            action = actions[f.name]
+            assert action.default is None  # unset flags leave the config file's value
+            assert action.help.startswith(field_docs(cls)[f.name]), f.name
+    assert actions["architecture"].choices == ["cross_layer", "per_layer", "shared"]
+    assert actions["activation"].choices == ["relu", "jumprelu", "topk", "batchtopk"]
+    assert actions["autocast"].choices == list(typing.get_args(Autocast)) == ["off", "bf16"]
+    assert actions["lr"].help == "Adam learning rate. (default: 0.002)"
+    assert actions["seq_len"].type is int and actions["lr"].type is float
+    assert "BatchTopKLoss" in actions["loss_threshold_decay"].help
+
+
+def test_flags_override_the_config_file_section_by_section(tmp_path):
+    from tl_clt.commands.train import configs_from_args
+    from tl_clt.errors import ConfigError
+    from tl_clt.training import BatchTopKLoss, DataConfig, TrainConfig
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "clt": {"activation": "batchtopk", "k": 2},
+        "train": {"steps": 5, "lr": 0.1},
+        "data": {"seq_len": 16, "split": "validation"},
+    }))  # fmt: skip
+    parser, _ = _train_parser()
+    args = parser.parse_args([
+        "--text", "t.txt", "--out", "o", "--config", str(config), "--lr", "0.01",
+        "--no-normalise", "--autocast", "bf16", "--loss-aux-coefficient", "0.5",
+        "--loss-threshold-decay", "0.9", "--holdout-sequences", "3", "--streaming",
+    ])  # fmt: skip
+    clt, train, data = configs_from_args(args)
+    assert clt == {"activation": "batchtopk", "k": 2}
+    assert train == {
+        "steps": 5, "lr": 0.01, "normalise": False, "autocast": "bf16",
+        "loss": {"activation": "batchtopk", "aux_coefficient": 0.5, "threshold_decay": 0.9},
+    }  # fmt: skip
+    assert TrainConfig.from_dict(train).loss == BatchTopKLoss(0.5, None, 0.9)
+    assert data == DataConfig(seq_len=16, holdout_sequences=3, split="validation", streaming=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--text", "t", "--out", "o", "--autocast", "fp8"])
+    args = parser.parse_args(["--text", "t", "--out", "o", "--loss-tanh-c", "2"])
+    _, train, _ = configs_from_args(args)  # the default activation, relu, has no tanh_c
+    with pytest.raises(ConfigError, match=r"ReLULoss\) has unknown field\(s\) \['tanh_c'\]"):
+        TrainConfig.from_dict(train)

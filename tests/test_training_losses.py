@@ -24,9 +24,9 @@ def test_sparse_decoding_equals_dense_decoding_with_gradients(architecture, acti
 
     def features(pre):
         if activation == "topk":
-            return L.topk_features(pre, 3), nonlinearity.topk(pre, 3)
+            return nonlinearity.TopK(3).sparse(pre, [None] * 3, True), nonlinearity.topk(pre, 3)
         dense = torch.stack([nonlinearity.batchtopk(pre[:, layer], 3) for layer in range(3)], 1)
-        return L.batchtopk_features(pre, 3), dense
+        return nonlinearity.BatchTopK(3).sparse(pre, [None] * 3, True), dense
 
     feats, _ = features(clt.pre_activations(x))
     assert isinstance(feats, RaggedFeatures) == (activation == "batchtopk")
@@ -50,7 +50,7 @@ def test_sparse_decoding_equals_dense_decoding_with_gradients(architecture, acti
 
 def test_batchtopk_keeps_k_per_token_on_average_per_layer():
     pre = torch.randn(10, 2, 12, generator=torch.Generator().manual_seed(0))
-    feats = L.batchtopk_features(pre, 3)
+    feats = nonlinearity.BatchTopK(3).sparse(pre, [None] * 2, True)
     for layer in range(2):
         assert feats.indices[layer].numel() == 30
         counts = torch.diff(feats.offsets[layer], append=torch.tensor([30]))
@@ -120,16 +120,15 @@ def test_compute_loss_parts_and_dense_decode_baseline(activation):
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(16, 2, 8, generator=g), torch.randn(16, 2, 8, generator=g)
     cfg = TrainConfig()
+    loss = cfg.loss_for(activation)
+    preact_coefficient = loss.preact_coefficient if activation == "jumprelu" else 0.0
+    aux_coefficient = loss.aux_coefficient if activation in ("topk", "batchtopk") else 0.0
     dead = torch.zeros(2, 12, dtype=torch.bool)
     dead[:, :2] = True
     parts, fwd = L.compute_loss(clt, x, y, sparsity=0.1, config=cfg, dead=dead)
     want_mse = L.reconstruction_loss(fwd.recon, y, clt.output_scale).sum()
     torch.testing.assert_close(parts.mse, want_mse)
-    extra = (
-        0.1 * parts.sparsity
-        + cfg.preact_coefficient * parts.preact
-        + cfg.aux_coefficient * parts.aux
-    )
+    extra = 0.1 * parts.sparsity + preact_coefficient * parts.preact + aux_coefficient * parts.aux
     torch.testing.assert_close(parts.total, parts.mse + extra)
     assert (parts.sparsity > 0) == (activation in ("relu", "jumprelu"))
     assert (parts.aux > 0) == (activation in ("topk", "batchtopk"))

@@ -11,19 +11,33 @@ import pytest
 import torch
 from _training_helpers import small_clt, unchecked
 
-from tl_clt.training import TrainConfig, Trainer, TrainingMetrics
+from tl_clt.training import (
+    BatchTopKLoss,
+    JumpReLULoss,
+    ReLULoss,
+    TopKLoss,
+    TrainConfig,
+    Trainer,
+    TrainingMetrics,
+)
 from tl_clt.training.synthetic import PlantedBatches, planted_dictionary, recovery, sample
 
 N_LAYERS, D_MODEL, N_TRUE, N_ACTIVE = 2, 32, 48, 2  # 1.5x overcomplete per layer
 STEPS = 700
 SPARSITY = {"relu": 1.2e-2, "jumprelu": 2.5e-2, "topk": 0.0, "batchtopk": 0.0}
+LOSS = {
+    "relu": ReLULoss(),
+    "jumprelu": JumpReLULoss(tanh_c=1.0, preact_coefficient=1e-4),
+    "topk": TopKLoss(aux_coefficient=0.25),
+    "batchtopk": BatchTopKLoss(aux_coefficient=0.25),
+}
 
 
 def planted_config(activation: str, steps: int) -> TrainConfig:
     return TrainConfig(
         steps=steps, batch_size=256, lr=1e-2, warmup_steps=20, log_every=50,
-        sparsity_coefficient=SPARSITY[activation], tanh_c=1.0, preact_coefficient=1e-4,
-        firing_decay=0.95, dead_threshold=1e-3, aux_coefficient=0.25,
+        sparsity_coefficient=SPARSITY[activation], loss=LOSS[activation],
+        firing_decay=0.95, dead_threshold=1e-3,
     )  # fmt: skip
 
 
@@ -46,7 +60,7 @@ def test_each_architecture_recovers_a_planted_dictionary(architecture, activatio
     if activation in ("relu", "jumprelu"):  # sparsity came from training: L0 fell to ~N_ACTIVE
         assert last["l0"] < first["l0"] / 3 and last["l0"] < 2 * N_ACTIVE * N_LAYERS
     if activation == "jumprelu":  # the thresholds moved (directly parameterised, not log θ)
-        assert clt.threshold.mean() > 5 * planted_config(activation, STEPS).jumprelu_threshold_init
+        assert clt.threshold.mean() > 5 * planted_config(activation, STEPS).loss.threshold_init
     clt.fold_scales()
     clt.eval()
     test = sample(planted, 4096, torch.Generator().manual_seed(999))

@@ -16,30 +16,27 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from tl_clt import nonlinearity
 from tl_clt.config import CLTConfig
 from tl_clt.errors import InputError
 from tl_clt.lens.adapter import HookedRootModule, HookPoint
+from tl_clt.nonlinearity import (  # noqa: F401 (re-exported: their home before nonlinearity)
+    DenseFeatures,
+    Features,
+    RaggedFeatures,
+    SparseFeatures,
+    to_sparse,
+)
 
 
-class SparseFeatures(NamedTuple):
-    """Active features of N tokens, padded to k per token and layer (padding has value 0)."""
+class Encoded(NamedTuple):
+    """An encoded batch: every layer's pre-activations and the active features."""
 
-    indices: Int[Tensor, "n_tokens n_layers k"]
-    values: Float[Tensor, "n_tokens n_layers k"]
-
-
-class RaggedFeatures(NamedTuple):
-    """Active features of N tokens with a variable count per token and layer (BatchTopK): for
-    each source layer, the active features' ids and values in token order, and the offset
-    where each token's run starts ([n_tokens], non-decreasing; an empty run decodes to 0)."""
-
-    indices: tuple[Int[Tensor, " nnz"], ...]
-    values: tuple[Float[Tensor, " nnz"], ...]
-    offsets: tuple[Int[Tensor, " n_tokens"], ...]
+    pre: Float[Tensor, "... n_layers n_features"]
+    features: Features
 
 
 class _LayerHooks(nn.Module):
@@ -60,19 +57,20 @@ class CrossLayerTranscoder(HookedRootModule):
         self.cfg = cfg
         L, d, nf = cfg.n_layers, cfg.d_model, cfg.n_features
         kw = {"device": device, "dtype": cfg.torch_dtype}
-        n_enc = 1 if cfg.architecture == "shared" else L
+        n_enc = cfg.n_encoders
         self.W_enc = nn.Parameter(torch.empty(n_enc, d, nf, **kw))
         self.b_enc = nn.Parameter(torch.zeros(n_enc, nf, **kw))
         self.W_dec = nn.ParameterList(
             nn.Parameter(torch.empty(nf, self.n_targets(s), d, **kw)) for s in range(n_enc)
         )
         self.b_dec = nn.Parameter(torch.zeros(L, d, **kw))
-        if cfg.activation == "jumprelu":
-            self.threshold = nn.Parameter(torch.full((n_enc, nf), float(cfg.threshold_init), **kw))
-        elif cfg.activation == "batchtopk":
-            self.register_buffer(
-                "threshold", torch.full((n_enc, nf), float(cfg.threshold_init), **kw)
-            )
+        #: The features' activation function (`tl_clt.nonlinearity`), built from the config.
+        self.activation = nonlinearity.from_config(cfg)
+        theta = torch.full((n_enc, nf), float(cfg.threshold_init), **kw)
+        if self.activation.threshold == "parameter":
+            self.threshold = nn.Parameter(theta)
+        elif self.activation.threshold == "buffer":
+            self.register_buffer("threshold", theta)
         else:
             self.threshold = None
         self.register_buffer("input_scale", torch.ones(L, **kw))
@@ -96,7 +94,7 @@ class CrossLayerTranscoder(HookedRootModule):
 
     def n_targets(self, source: int) -> int:
         """How many layers a source layer's features write to."""
-        return self.cfg.n_layers - source if self.cfg.architecture == "cross_layer" else 1
+        return self.cfg.n_layers - source if self.cfg.cross_layer else 1
 
     def targets(self, source: int) -> range:
         """Layers that features read at `source` write to."""
@@ -104,14 +102,10 @@ class CrossLayerTranscoder(HookedRootModule):
 
     def sources(self, target: int) -> range:
         """Layers whose features write to `target`."""
-        return (
-            range(0, target + 1)
-            if self.cfg.architecture == "cross_layer"
-            else range(target, target + 1)
-        )
+        return range(0, target + 1) if self.cfg.cross_layer else range(target, target + 1)
 
     def _enc(self, layer: int) -> int:
-        return 0 if self.cfg.architecture == "shared" else layer
+        return 0 if self.cfg.shared else layer
 
     def _check_layer(self, layer: int) -> None:
         if not 0 <= layer < self.cfg.n_layers:
@@ -130,7 +124,7 @@ class CrossLayerTranscoder(HookedRootModule):
     def fold_scales(self) -> None:
         """Fold `input_scale` / `output_scale` into the weights (not possible for "shared", whose
         one dictionary serves layers of different scales; its scales stay as buffers)."""
-        if self.cfg.architecture == "shared":
+        if self.cfg.shared:
             return
         with torch.no_grad():
             self.W_enc.mul_(self.input_scale[:, None, None])
@@ -201,16 +195,7 @@ class CrossLayerTranscoder(HookedRootModule):
         self, h: Float[Tensor, "... n_features"], layer: int
     ) -> Float[Tensor, "... n_features"]:
         """The configured nonlinearity for `layer` (BatchTopK uses its threshold in eval mode)."""
-        act = self.cfg.activation
-        if act == "relu":
-            return nonlinearity.relu(h)
-        if act == "jumprelu":
-            return nonlinearity.jumprelu(h, self.threshold_at(layer))
-        if act == "topk":
-            return nonlinearity.topk(h, self.cfg.k)
-        if self.training:
-            return nonlinearity.batchtopk(h, self.cfg.k)
-        return h * (h > self.threshold_at(layer)).to(h.dtype)
+        return self.activation.dense(h, self.threshold_at(layer), self.training)
 
     def encode_layer(
         self, x: Float[Tensor, "... d_model"], layer: int
@@ -237,19 +222,53 @@ class CrossLayerTranscoder(HookedRootModule):
     ) -> Float[Tensor, "... n_layers n_features"]:
         """Encoder pre-activations of every layer at once (no hooks)."""
         x = x * self.input_scale[:, None]
-        if self.cfg.architecture == "shared":
+        if self.cfg.shared:
             return x @ self.W_enc[0] + self.b_enc[0]
         return torch.einsum("...ld,ldf->...lf", x, self.W_enc) + self.b_enc
 
+    def encode_features(
+        self,
+        x: Float[Tensor, "... n_layers d_model"],
+        *,
+        hooks: bool = True,
+        activation: nonlinearity.Nonlinearity | None = None,
+    ) -> Encoded:
+        """The one encoding path, of inference and training alike: every layer's encoder
+        pre-activations (before any hook) and the active features (`.decode(clt)` decodes them).
+        With `hooks`, each layer's pre-activations and activations pass through its hook points
+        (dense [..., n_features] tensors, as hooks see them) and are compacted for decoding
+        (TopK, BatchTopK: tokens flattened); without, the activation's sparse form encodes
+        every layer at once, tokens flattened (training: no dense [tokens, layers, features]
+        tensor for TopK and BatchTopK). `activation` replaces the configured one (training's
+        JumpReLU bandwidth)."""
+        act = self.activation if activation is None else activation
+        if hooks:
+            pre, acts = self._encode_hooked(x, act)
+            return Encoded(pre, act.compact(acts))
+        pre = self.pre_activations(x.reshape(-1, *x.shape[-2:]))
+        return Encoded(pre, act.sparse(pre, self._thresholds(), self.training))
+
     def encode(
-        self, x: Float[Tensor, "... n_layers d_model"]
+        self, x: Float[Tensor, "... n_layers d_model"], *, hooks: bool = True
     ) -> Float[Tensor, "... n_layers n_features"]:
         """Feature activations of every layer from every layer's input."""
+        if hooks:
+            return self._encode_hooked(x, self.activation)[1]
+        dense = self.encode_features(x, hooks=False).features.dense(self.cfg.n_features)
+        return dense.reshape(*x.shape[:-1], self.cfg.n_features)
+
+    def _encode_hooked(
+        self, x: Tensor, act: nonlinearity.Nonlinearity
+    ) -> tuple[Float[Tensor, "... n_layers n_features"], Float[Tensor, "... n_layers n_features"]]:
+        pre = self.pre_activations(x)
         acts = []  # unbind, not one select per layer: its backward writes a single stack
-        for layer, (hooks, h) in enumerate(zip(self.blocks, self.pre_activations(x).unbind(-2))):
-            h_l = hooks.hook_feature_pre(h)
-            acts.append(hooks.hook_features(self.activate(h_l, layer)))
-        return torch.stack(acts, dim=-2)
+        for hook, h, theta in zip(self.blocks, pre.unbind(-2), self._thresholds()):
+            h = hook.hook_feature_pre(h)
+            acts.append(hook.hook_features(act.dense(h, theta, self.training)))
+        return pre, torch.stack(acts, dim=-2)
+
+    def _thresholds(self) -> list[Tensor | None]:
+        return [self.threshold_at(layer) for layer in range(self.cfg.n_layers)]
 
     # ------------------------------------------------------------------ decoding
     def decode_layer(
@@ -291,10 +310,7 @@ class CrossLayerTranscoder(HookedRootModule):
         out = None
         for s in range(L):
             w = self.W_dec[self._enc(s)]  # [F, T, d]
-            if isinstance(features, RaggedFeatures):
-                idx, val, offsets = (features.indices[s], features.values[s], features.offsets[s])
-            else:
-                idx, val, offsets = features.indices[:, s], features.values[:, s], None
+            idx, val, offsets = features.bag(s)
             contrib = F.embedding_bag(
                 idx, w.flatten(1), offsets, per_sample_weights=val.to(w.dtype), mode="sum"
             ).unflatten(-1, w.shape[1:])
@@ -323,20 +339,4 @@ class CrossLayerTranscoder(HookedRootModule):
         self, x: Float[Tensor, "... n_layers d_model"]
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruct every layer's MLP output from every layer's MLP input."""
-        acts = self.encode(x)
-        if self.cfg.activation == "topk":  # exactly k per token and layer
-            return self.decode_sparse(to_sparse(acts, self.cfg.k), acts.shape[:-2])
-        if self.cfg.activation == "batchtopk":  # k per token on average
-            return self.decode_sparse(to_sparse(acts), acts.shape[:-2])
-        return self.decode(acts)
-
-
-def to_sparse(
-    acts: Float[Tensor, "... n_layers n_features"], k: int | None = None
-) -> SparseFeatures:
-    """Active features per token and layer, padded to the largest count (or to k)."""
-    flat = acts.reshape(-1, *acts.shape[-2:])
-    if k is None:
-        k = max(int((flat != 0).sum(-1).max()), 1) if flat.numel() else 1
-    values, indices = flat.abs().topk(min(k, flat.shape[-1]), dim=-1, sorted=False)
-    return SparseFeatures(indices, flat.gather(-1, indices))
+        return self.encode_features(x).features.decode(self).reshape(x.shape)

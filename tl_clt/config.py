@@ -7,6 +7,8 @@ beside the weights and checked again on load and before splicing.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, no_type_check
 
@@ -145,6 +147,21 @@ class CLTConfig:
                 )
 
     @property
+    def shared(self) -> bool:
+        """One encoder/decoder pair used at every layer."""
+        return self.architecture == "shared"
+
+    @property
+    def cross_layer(self) -> bool:
+        """Each layer's features decode to that layer and every later one."""
+        return self.architecture == "cross_layer"
+
+    @property
+    def n_encoders(self) -> int:
+        """Encoders (and decoders) the transcoder holds: 1 for "shared", else n_layers."""
+        return 1 if self.shared else self.n_layers
+
+    @property
     def torch_dtype(self):
         import torch
 
@@ -166,6 +183,26 @@ class CLTConfig:
         if data.get("model") is not None:
             data["model"] = ModelIdentity.from_dict(data["model"])
         return _construct(cls, data, "CLT config")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's description, from the "Attributes:" section of a config class's docstring
+    (`name: text`, continued on more-indented lines), whitespace collapsed."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    if "Attributes:" not in doc:
+        return {}
+    docs: dict[str, str] = {}
+    name = None
+    for line in doc.split("Attributes:", 1)[1].splitlines():
+        match = re.match(r"^    (\w+): (.*)$", line)
+        if match:
+            name, text = match.groups()
+            docs[name] = text.strip()
+        elif name is not None and line.startswith("        "):
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            break
+    return docs
 
 
 def _check_choice(name: str, value: Any, choices: Any) -> None:

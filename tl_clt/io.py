@@ -157,7 +157,8 @@ def export_circuit_tracer(
     """Write circuit-tracer's CLT layout. Weights are written in model units (scales folded);
     a "shared" transcoder is written as the equivalent per-layer layout."""
     cfg = clt.cfg
-    if cfg.activation not in ("relu", "jumprelu"):
+    activation_function = clt.activation.circuit_tracer_name
+    if activation_function is None:
         raise ConfigError(
             f"circuit-tracer's CLT layout supports relu and jumprelu, not {cfg.activation!r}; "
             "convert the activation first (a BatchTopK transcoder's threshold makes it a JumpReLU)"
@@ -171,7 +172,7 @@ def export_circuit_tracer(
                 f"b_enc_{layer}": clt.b_enc_at(layer),
                 f"b_dec_{layer}": clt.b_dec[layer],
             }
-            if cfg.activation == "jumprelu":
+            if clt.threshold is not None:
                 enc[f"threshold_{layer}"] = clt.threshold_at(layer)
             W_dec = torch.zeros(nf, L - layer, d, dtype=clt.dtype, device=clt.device)
             for target in clt.targets(layer):
@@ -182,14 +183,14 @@ def export_circuit_tracer(
                 {f"W_dec_{layer}": W_dec},
                 {"format": "pt"},
             )
-    arch = "per_layer" if cfg.architecture == "shared" else cfg.architecture
+    arch = "per_layer" if cfg.shared else cfg.architecture
     ours = cfg.replace(architecture=arch).to_dict()
     meta = {
         "model_name": model_name or (cfg.model.name if cfg.model else "unknown"),
         "model_kind": "cross_layer_transcoder",
         "feature_input_hook": cfg.input_hook,
         "feature_output_hook": cfg.output_hook,
-        "activation_function": "jump_relu" if cfg.activation == "jumprelu" else "relu",
+        "activation_function": activation_function,
         "tl_clt": ours,
     }
     atomic_write_text(directory / "config.yaml", yaml.safe_dump(meta, sort_keys=False))

@@ -8,23 +8,29 @@ from tl_clt.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tl_clt.training.config import TrainConfig
+from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.distributed import DistEnv, init_from_env
+from tl_clt.training.losses import BatchTopKLoss, JumpReLULoss, ReLULoss, TopKLoss
 from tl_clt.training.metrics import SplicedEval, SplicedMetrics, TrainingMetrics, spliced_metrics
 from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog, plot_curves
 from tl_clt.training.run import TrainResult, train, transcoder_config
 from tl_clt.training.trainer import Callback, StepOutput, Trainer
 
 __all__ = [
+    "BatchTopKLoss",
     "Callback",
     "Checkpointer",
     "CurvesPlot",
+    "DataConfig",
     "DistEnv",
     "JsonlLog",
+    "JumpReLULoss",
     "ProgressBar",
+    "ReLULoss",
     "SplicedEval",
     "SplicedMetrics",
     "StepOutput",
+    "TopKLoss",
     "TrainConfig",
     "TrainResult",
     "Trainer",

@@ -1,5 +1,6 @@
-"""`TrainConfig`: every knob of a training run, frozen and validated (REFERENCE.md §2 explains
-the losses these coefficients weigh)."""
+"""`TrainConfig`: every knob of a training run, frozen and validated; the settings of each
+activation's loss are nested in it (`tl_clt.training.losses`: `ReLULoss`, `JumpReLULoss`,
+`TopKLoss`, `BatchTopKLoss`). `DataConfig`: how `tl-clt train` turns text into activations."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 from tl_clt.config import _check_choice, _construct
 from tl_clt.errors import ConfigError
+from tl_clt.training.losses import LOSSES, ActivationLoss, loss_from_dict
 
 Autocast = Literal["off", "bf16"]
 
@@ -20,28 +22,17 @@ class TrainConfig:
     Attributes:
         steps: optimizer steps.
         batch_size: tokens per step, over all processes (each of P processes takes 1/P).
-        lr: Adam learning rate; betas: Adam betas.
+        lr: Adam learning rate.
+        betas: Adam betas.
         warmup_steps: linear learning-rate warm-up from 0.
         decay_start: fraction of `steps` after which the learning rate decays linearly to 0.
-        sparsity_coefficient: λ. ReLU: λ Σ|a| (times decoder norms if `decoder_norm_weighting`);
-            JumpReLU: λ Σ tanh(c ‖W_dec‖ a). Unused by TopK / BatchTopK.
+        sparsity_coefficient: λ, the weight of the sparsity penalty (ReLU, JumpReLU; unused by
+            TopK / BatchTopK).
         sparsity_warmup: fraction of `steps` over which λ ramps up linearly from 0.
-        decoder_norm_weighting: weight ReLU's L1 penalty by each feature's decoder norm.
-        tanh_c: c in the JumpReLU penalty. The paper's c ≈ 4 saturates tanh for every active
-            feature in these (normalised) units, leaving a pure L0 penalty that gives the
-            encoders no signal; c = 1 recovered planted dictionaries faster.
-        preact_coefficient: λ_P of the pre-activation loss Σ ReLU(θ − h) ‖W_dec‖ (JumpReLU;
-            tuned on the planted-dictionary test, where the paper's 3e-6, which belongs to its
-            own units, left ~10% of the features dead).
-        jumprelu_bandwidth: width of the straight-through rectangle kernel around θ.
-        jumprelu_threshold_init: θ to start from when the transcoder's thresholds are all 0 (a
-            zero threshold gets no gradient from the sparsity penalty: the jump has size θ).
-        aux_coefficient: weight of the AuxK loss (TopK / BatchTopK).
-        aux_k: dead features per token and layer used by AuxK (default 2k).
+        loss: the settings of the transcoder's activation's loss (`ReLULoss`, `JumpReLULoss`,
+            `TopKLoss` or `BatchTopKLoss`, which must match the activation); None: its defaults.
         firing_decay: decay of the per-feature firing-rate moving average (per step).
         dead_threshold: a feature whose average firing rate is below this is dead.
-        batchtopk_threshold_decay: decay of the moving average that estimates BatchTopK's
-            inference threshold (the smallest selected activation per layer).
         clip_grad_norm: gradient-norm clipping (None: off).
         normalise: scale each layer's inputs and outputs to E‖·‖ = √d_model for training
             (folded back into the weights when saving).
@@ -64,16 +55,9 @@ class TrainConfig:
     decay_start: float = 0.8
     sparsity_coefficient: float = 1e-2
     sparsity_warmup: float = 0.5
-    decoder_norm_weighting: bool = True
-    tanh_c: float = 1.0
-    preact_coefficient: float = 1e-4
-    jumprelu_bandwidth: float = 0.01
-    jumprelu_threshold_init: float = 0.05
-    aux_coefficient: float = 1 / 32
-    aux_k: int | None = None
+    loss: ActivationLoss | None = None
     firing_decay: float = 0.98
     dead_threshold: float = 1e-4
-    batchtopk_threshold_decay: float = 0.99
     clip_grad_norm: float | None = 1.0
     normalise: bool = True
     init_decoder_bias: bool = True
@@ -87,21 +71,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
             _positive_int(name, getattr(self, name))
-        for name in ("eval_every", "checkpoint_every", "aux_k"):
+        for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        for name in ("lr", "tanh_c", "jumprelu_bandwidth"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("sparsity_coefficient", "preact_coefficient", "aux_coefficient",
-                     "jumprelu_threshold_init", "dead_threshold", "warmup_steps"):  # fmt: skip
+        if not self.lr > 0:
+            raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        for name in ("sparsity_coefficient", "dead_threshold", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("decay_start", "sparsity_warmup", "firing_decay", "batchtopk_threshold_decay"):
+        for name in ("decay_start", "sparsity_warmup", "firing_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(
                     f"TrainConfig.{name} must lie in [0, 1], got {getattr(self, name)!r}"
                 )
+        if self.loss is not None and not isinstance(self.loss, ActivationLoss):
+            raise ConfigError(
+                f"TrainConfig.loss must be one of {', '.join(c.__name__ for c in LOSSES.values())} "
+                f"or None, got {self.loss!r}"
+            )
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ConfigError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm!r}")
         _check_choice("autocast", self.autocast, Autocast)
@@ -111,21 +98,49 @@ class TrainConfig:
                 f"{self.log_every}, so that a resumed run logs the same records"
             )
 
+    def loss_for(self, activation: str) -> ActivationLoss:
+        """The loss settings for a transcoder with this activation (`loss`, or the defaults)."""
+        if self.loss is None:
+            return LOSSES[activation]()
+        if self.loss.activation != activation:
+            raise ConfigError(
+                f"TrainConfig.loss is a {type(self.loss).__name__}, for {self.loss.activation!r} "
+                f"transcoders, but the transcoder's activation is {activation!r}; use "
+                f"{LOSSES[activation].__name__} or loss=None (its defaults)"
+            )
+        return self.loss
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
+        if self.loss is not None:
+            data["loss"] = {"activation": self.loss.activation, **dataclasses.asdict(self.loss)}
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], activation: str | None = None) -> TrainConfig:
+        """From `to_dict`'s JSON form. The flat keys of earlier versions (`tanh_c`,
+        `aux_coefficient`, `jumprelu_bandwidth`, ...) are read into `loss` for `activation`
+        (the transcoder's; the keys of other activations, which such a run did not use, are
+        dropped); without `activation` they load only if they hold the defaults."""
         if not isinstance(data, dict):
             raise ConfigError(f"a train config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         if isinstance(data.get("betas"), list):  # JSON has no tuples
             data["betas"] = tuple(data["betas"])
+        legacy = {k: data.pop(k) for k in _LEGACY_KEYS if k in data}
+        if isinstance(data.get("loss"), dict):
+            data["loss"] = loss_from_dict(data["loss"], "the train config's loss")
+        if legacy:
+            if data.get("loss") is not None:
+                raise ConfigError(
+                    f"a train config has both 'loss' and the flat loss keys {sorted(legacy)}; "
+                    "keep one of them"
+                )
+            data["loss"] = _from_legacy(legacy, activation)
         return _construct(cls, data, "train config")
 
     def lr_factor(self, step: int) -> float:
@@ -142,6 +157,58 @@ class TrainConfig:
         return self.sparsity_coefficient * (min(1.0, step / ramp) if ramp > 0 else 1.0)
 
 
+#: Every flat loss key of earlier versions, with the loss classes that read it.
+_LEGACY_KEYS = {k: [c for c in LOSSES.values() if k in c.legacy]
+                for c in LOSSES.values() for k in c.legacy}  # fmt: skip
+
+
+def _from_legacy(flat: dict[str, Any], activation: str | None) -> ActivationLoss | None:
+    if activation is None:
+        for key, value in flat.items():
+            kind = _LEGACY_KEYS[key][0]
+            if getattr(kind(), kind.legacy[key]) != value:
+                raise ConfigError(
+                    f"the train config's flat loss key {key}={value!r} (an earlier version's "
+                    "form) needs the transcoder's activation to be read: pass "
+                    "TrainConfig.from_dict(data, activation=...) or nest it under 'loss'"
+                )
+        return None
+    if activation not in LOSSES:
+        raise ConfigError(f"activation={activation!r} is not one of {sorted(LOSSES)}")
+    kind = LOSSES[activation]
+    mine = {kind.legacy[k]: v for k, v in flat.items() if k in kind.legacy}
+    return _construct(kind, mine, f"the train config's {kind.__name__}")
+
+
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How `train()` and `tl-clt train` turn text into activation batches.
+
+    Attributes:
+        seq_len: longest sequence (BOS included); longer texts are cut into windows.
+        buffer_tokens: size of a shuffle chunk, in tokens (bounds the memory used; at least
+            4 batches' worth is used).
+        holdout_sequences: the first sequences of the data, set aside for the spliced
+            evaluation.
+        text_column: the dataset column that holds the text.
+        split: the dataset split to read.
+        streaming: stream the dataset instead of loading it.
+    """
+
+    seq_len: int = 128
+    buffer_tokens: int = 65536
+    holdout_sequences: int = 64
+    text_column: str = "text"
+    split: str = "train"
+    streaming: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a data config must be a JSON object, got {type(data).__name__}")
+        return _construct(cls, dict(data), "data config")

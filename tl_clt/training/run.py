@@ -20,7 +20,7 @@ from tl_clt.config import CLTConfig
 from tl_clt.errors import ConfigError
 from tl_clt.io import atomic_write_text
 from tl_clt.lens import Lens
-from tl_clt.training.config import TrainConfig
+from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.distributed import DistEnv, init_from_env
 from tl_clt.training.metrics import Ablation, SplicedEval, TrainingMetrics
 from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog
@@ -60,9 +60,9 @@ def train(
     config: TrainConfig | dict[str, Any] | None = None,
     *,
     out_dir: str | Path | None = None,
-    seq_len: int = 128,
-    buffer_tokens: int = 65536,
-    holdout_sequences: int = 64,
+    seq_len: int = DataConfig.seq_len,
+    buffer_tokens: int = DataConfig.buffer_tokens,
+    holdout_sequences: int = DataConfig.holdout_sequences,
     cache_dir: str | Path | None = None,
     ablation: Ablation = "zero",
     callbacks: list[Callback] | None = None,
@@ -76,7 +76,12 @@ def train(
     `curves.png`, `summary.json` and `checkpoints/`."""
     lens = model if isinstance(model, Lens) else Lens(model)
     cfg = transcoder_config(lens, clt_config)
-    tcfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}))
+    tcfg = (
+        config
+        if isinstance(config, TrainConfig)
+        else TrainConfig.from_dict(dict(config or {}), activation=cfg.activation)
+    )
+    tcfg.loss_for(cfg.activation)  # a loss for another activation fails here, not mid-way
     dist = dist or init_from_env()
     out = None if out_dir is None else Path(out_dir)
     if isinstance(data, ActivationSource):

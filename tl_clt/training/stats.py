@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_clt.clt import CrossLayerTranscoder, RaggedFeatures, SparseFeatures
+from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.training.losses import Forward
 
 
@@ -42,25 +42,13 @@ def batch_stats(
 
 
 def _firing(clt: CrossLayerTranscoder, fwd: Forward) -> tuple[Tensor, Tensor]:
-    L, F = clt.cfg.n_layers, clt.cfg.n_features
-    device = fwd.pre.device
-    inf = torch.tensor(float("inf"), device=device, dtype=torch.float64)
-    none = inf.expand(L).clone()  # min_selected is only needed for BatchTopK
-    if fwd.acts is not None:
-        return (fwd.acts > 0).sum(0).double(), none  # no float copy of [n, L, F]
-    if isinstance(fwd.sparse, SparseFeatures):
-        idx, val = fwd.sparse.indices, fwd.sparse.values  # [n, L, k]
-        counts = torch.zeros(L, F, dtype=torch.float64, device=device)
-        on = (val > 0).double().transpose(0, 1).reshape(L, -1)
-        counts.scatter_add_(1, idx.transpose(0, 1).reshape(L, -1), on)
-        return counts, none
-    assert isinstance(fwd.sparse, RaggedFeatures)
-    counts, mins = [], []
-    for idx, val in zip(fwd.sparse.indices, fwd.sparse.values):
-        on = val > 0
-        counts.append(torch.bincount(idx[on], minlength=F).double())
-        mins.append(val[on].double().min() if bool(on.any()) else inf)
-    return torch.stack(counts), torch.stack(mins)
+    firing = fwd.features.firing(clt.cfg.n_features)
+    low = clt.activation.threshold_statistic(fwd.features)
+    if low is None:  # min_selected is only needed for BatchTopK
+        low = torch.full(
+            (clt.cfg.n_layers,), float("inf"), dtype=torch.float64, device=firing.device
+        )
+    return firing, low
 
 
 def reduce_stats(stats: BatchStats, env) -> BatchStats:

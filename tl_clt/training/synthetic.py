@@ -114,7 +114,7 @@ def recovery(
     """For every learned feature, the best cosine between its decoder (concatenated over the
     layers it writes to, in model units) and a planted feature's at the same source layer."""
     L = clt.cfg.n_layers
-    sources = range(1) if clt.cfg.architecture == "shared" else range(L)
+    sources = range(1) if clt.cfg.shared else range(L)
     out = []
     with torch.no_grad():
         for s in sources:

@@ -70,6 +70,8 @@ class Trainer:
         from tl_clt.training.checkpoint import Checkpointer
 
         self.clt, self.config = clt, config
+        #: The settings and training behaviour of the transcoder's activation's loss.
+        self.loss = config.loss_for(clt.cfg.activation)
         self.dist = dist or DistEnv()
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.callbacks = list(callbacks)
@@ -112,7 +114,7 @@ class Trainer:
         """One optimizer step on this process's slice of a batch."""
         cfg, clt = self.config, self.clt
         lam = cfg.sparsity_at(self.step)
-        dead = self.dead_mask() if clt.cfg.activation in ("topk", "batchtopk") else None
+        dead = self.dead_mask() if self.loss.uses_dead_features else None
         dense = x.is_cuda if self.dense_decode is None else self.dense_decode
         with self._autocast():
             parts, fwd = compute_loss(
@@ -128,9 +130,8 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
-        if clt.cfg.activation == "jumprelu":  # θ < 0 would let features fire negative
-            with torch.no_grad():
-                clt.threshold.clamp_(min=0.0)
+        with torch.no_grad():
+            self.loss.after_step(clt)
         stats = reduce_stats(batch_stats(clt, fwd, y), self.dist)
         self._update_state(stats)
         self.step += 1
@@ -149,29 +150,20 @@ class Trainer:
                 clt.output_scale.copy_(d**0.5 / y.float().norm(dim=-1).mean(0).clamp_min(1e-8))
             if cfg.init_decoder_bias:
                 clt.b_dec.copy_(y.float().mean(0))
-            if clt.cfg.activation == "jumprelu" and not bool(clt.threshold.any()):
-                clt.threshold.fill_(cfg.jumprelu_threshold_init)
+            self.loss.initialise(clt)
         self.dist.broadcast_module(clt)
 
     def _update_state(self, stats: BatchStats) -> None:
         cfg, clt = self.config, self.clt
-        firing = (
-            stats.firing.sum(0, keepdim=True) if clt.cfg.architecture == "shared" else stats.firing
-        )
-        per_enc = stats.n_tokens * (clt.cfg.n_layers if clt.cfg.architecture == "shared" else 1)
+        shared = clt.cfg.shared
+        firing = stats.firing.sum(0, keepdim=True) if shared else stats.firing
+        per_enc = stats.n_tokens * (clt.cfg.n_layers if shared else 1)
         rate = (firing / per_enc).float()
         if self.firing_ema is None:
             self.firing_ema = rate
         else:
             self.firing_ema.mul_(cfg.firing_decay).add_(rate, alpha=1 - cfg.firing_decay)
-        if clt.cfg.activation == "batchtopk":
-            low = stats.min_selected
-            low = low.min(0, keepdim=True).values if clt.cfg.architecture == "shared" else low
-            low = torch.where(torch.isfinite(low), low, clt.threshold[:, 0].double()).to(
-                clt.threshold.dtype
-            )
-            decay = 0.0 if self.step == 0 else cfg.batchtopk_threshold_decay
-            clt.threshold.mul_(decay).add_(low[:, None], alpha=1 - decay)
+        self.loss.update_threshold(clt, stats.min_selected, self.step)
 
     def dead_mask(self) -> Tensor | None:
         """Features whose firing-rate average is below `dead_threshold` ([n_enc, F])."""
