@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from tl_clt import hooks as clt_hooks
 from tl_clt import nonlinearity
 from tl_clt.config import CLTConfig
 from tl_clt.errors import InputError
@@ -78,6 +79,10 @@ class CrossLayerTranscoder(HookedRootModule):
         self.blocks = nn.ModuleList(_LayerHooks() for _ in range(L))
         self.reset_parameters()
         self.setup()
+        for name, point in self.hook_dict.items():
+            # what a hook function sees in `hook.name` (and a cache's key): the name it is
+            # added under through a ReplacementModel, `clt.blocks.{l}.hook_*`
+            point.name = clt_hooks.PREFIX + name
 
     # ------------------------------------------------------------------ structure
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

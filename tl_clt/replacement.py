@@ -240,7 +240,7 @@ class ReplacementModel:
                 *model_args, names_filter=model_filter, incl_bwd=incl_bwd, device=device,
                 remove_batch_dim=remove_batch_dim, return_cache_object=False, **model_kwargs,
             )  # fmt: skip
-        merged = {**dict(cache), **{clt_hooks.PREFIX + k: v for k, v in clt_cache.items()}}
+        merged = {**dict(cache), **clt_cache}  # the transcoder's hook points carry `clt.` names
         if not return_cache_object:
             return out, merged
         return out, ActivationCache(merged, self.model, has_batch_dim=not remove_batch_dim)
