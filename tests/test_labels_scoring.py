@@ -11,7 +11,14 @@ from conftest import get_model, random_clt
 
 from tl_clt import build_feature_index
 from tl_clt.errors import InputError
-from tl_clt.labels import IndexConfig, label_features, llm_explainer, load_explainer, score_labels
+from tl_clt.labels import (
+    IndexConfig,
+    label_features,
+    llm_explainer,
+    load_explainer,
+    score_labels,
+    store,
+)
 from tl_clt.labels.scoring import detection_score, rule_from_text
 from tl_clt.labels.types import Context, FeatureExamples, FeatureLabel, Label
 
@@ -106,7 +113,7 @@ def test_load_explainer_imports_a_callable():
 def test_feature_label_round_trip(index):
     layer, feature = index.live_features()[0]
     score = detection_score([True, True], [False])
-    index.write_label(FeatureLabel(layer, feature, "rt", "a <label>", None, 0.7, score))
+    store.write_label(index.conn, FeatureLabel(layer, feature, "rt", "a <label>", None, 0.7, score))
     assert index.label(layer, feature, "rt") == FeatureLabel(
         layer, feature, "rt", "a <label>", None, 0.7, score
     )

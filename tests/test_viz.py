@@ -19,6 +19,7 @@ from tl_clt.lens import from_hf
 from tl_clt.lens.build import tiny_hf_model
 from tl_clt.tokenization import word_level_tokenizer
 from tl_clt.viz import Page, Panel, colored_tokens, escape
+from tl_clt.viz.features import feature_browser, feature_card
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img/src=x/onerror=document.body.setAttribute('data-pwned','1')>"
@@ -81,7 +82,7 @@ def _check_safe(dom, n_scripts):
 def test_feature_browser_renders_hostile_tokens_as_text(hostile_index):
     index, tmp = hostile_index
     layer, feature = index.live_features()[0]
-    path = index.browser().save(tmp / "browser.html")
+    path = feature_browser(index).save(tmp / "browser.html")
     dom = render(path, fragment=f"{layer}:{feature}")
     _check_safe(dom, n_scripts=3)
     detail = dom.html[dom.html.index('id="detail"') :]
@@ -94,7 +95,7 @@ def test_feature_browser_renders_hostile_tokens_as_text(hostile_index):
 def test_circuitsvis_card_renders_hostile_tokens_as_text(hostile_index):
     index, tmp = hostile_index
     layer, feature = index.live_features()[0]
-    card = index.card(layer, feature)
+    card = feature_card(index, layer, feature)
     dom = render(card.save(tmp / "card.html"))
     _check_safe(dom, n_scripts=2)  # the circuitsvis bundle, and the render calls
     assert index.label(layer, feature).text in dom.text  # circuitsvis shows the label as text

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from tl_clt import nonlinearity
+from tl_clt import io, nonlinearity
 from tl_clt.config import CLTConfig
 from tl_clt.errors import InputError
 from tl_clt.lens.adapter import HookedRootModule, HookPoint
@@ -142,16 +142,19 @@ class CrossLayerTranscoder(HookedRootModule):
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory) -> None:
         """Save weights (safetensors) and config.json, atomically per file."""
-        from tl_clt.io import save_pretrained
-
-        save_pretrained(self, directory)
+        io.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None) -> CrossLayerTranscoder:
         """Load a transcoder saved with `save_pretrained`, checking every shape and dtype."""
-        from tl_clt.io import from_pretrained
+        return io.from_pretrained(cls, directory, device=device, dtype=dtype)
 
-        return from_pretrained(directory, device=device, dtype=dtype)
+    @classmethod
+    def from_circuit_tracer(cls, directory) -> CrossLayerTranscoder:
+        """Load a transcoder saved in circuit-tracer's CLT layout (one W_enc_{l}/W_dec_{l}
+        safetensors pair per layer and config.yaml; written by circuit-tracer or by
+        `tl_clt.io.export_circuit_tracer`)."""
+        return io.import_circuit_tracer(cls, directory)
 
     # ------------------------------------------------------------------ effective weights
     def W_enc_at(self, layer: int) -> Float[Tensor, "d_model n_features"]:

@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.errors import CheckpointError, ConfigError
-from tl_clt.io import atomic_write, atomic_write_text
 
 MANIFEST = "manifest.json"
 FORMAT = "tl_clt.activations/1"

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         score_labels,
     )
     from tl_clt.labels.scoring import score_summary
+    from tl_clt.viz.features import feature_browser
 
     clt, model, source, classes = _inputs(args)
     start = time.perf_counter()
@@ -117,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
               f"score {s.mean_score:.3f} (chance 0.5), above chance: {s.n_above_chance} = "
               f"{100 * s.fraction_above_chance:.1f}% of live features")  # fmt: skip
     if args.html:
-        index.browser().save(args.html)
+        feature_browser(index).save(args.html)
         print(f"feature browser: {args.html}")
     return 0

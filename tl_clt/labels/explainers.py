@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from tqdm.auto import tqdm
 
 from tl_clt.errors import InputError
+from tl_clt.labels import store
 from tl_clt.labels.reader import FeatureIndex
 from tl_clt.labels.summarise import (
     OfflineExplainer,
@@ -60,7 +61,9 @@ def label_features(
         train = None
         if label.rule is not None:
             train = balanced_accuracy(label.rule, ex.positives, ex.negatives + window_negatives(ex))
-        index.write_label(FeatureLabel(layer, feature, name, label.text, label.rule, train, None))
+        store.write_label(
+            index.conn, FeatureLabel(layer, feature, name, label.text, label.rule, train, None)
+        )
     index.conn.commit()
     return len(todo)
 

@@ -1,5 +1,8 @@
 """`FeatureIndex`: read access to a feature index file, one feature at a time (nothing is
-loaded whole, so an index of a large CLT is as cheap to open as a small one's)."""
+loaded whole, so an index of a large CLT is as cheap to open as a small one's). Writing is
+`tl_clt.labels.store`'s (`store.write_label(index.conn, label)`); views are functions of an
+index: `tl_clt.labels.text.describe` (plain text), `tl_clt.viz.features.feature_card` and
+`feature_browser` (HTML)."""
 
 from __future__ import annotations
 
@@ -181,29 +184,6 @@ class FeatureIndex:
         return pos, self.negatives(layer, feature, "holdout")
 
     # ------------------------------------------------------------------ labels
-    def write_label(self, label: FeatureLabel) -> None:
-        import json
-
-        s = label.score
-        score = (
-            (None,) * 7
-            if s is None
-            else (s.score, s.chance, s.tpr, s.tnr, s.n_pos, s.n_neg, int(s.above_chance))
-        )
-        rule = json.dumps(label.rule.to_json()) if label.rule else None
-        self.conn.execute(
-            "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                label.layer,
-                label.feature,
-                label.explainer,
-                label.text,
-                rule,
-                label.train_score,
-                *score,
-            ),
-        )
-
     def labels(
         self, explainer: str | None = None, layer: int | None = None
     ) -> Iterator[FeatureLabel]:
@@ -236,24 +216,6 @@ class FeatureIndex:
             sql, args = sql + " AND layer=?", [*args, layer]
         rows = self.conn.execute(sql + " ORDER BY layer, feature LIMIT ?", [*args, limit])
         return [_label(r) for r in rows]
-
-    # ------------------------------------------------------------------ views
-    def summary(self, layer: int, feature: int, explainer: str = "offline") -> str:
-        from tl_clt.labels.text import describe
-
-        return describe(self, layer, feature, explainer)
-
-    def card(self, layer: int, feature: int, n: int = 10):
-        """A circuitsvis rendering of the feature's top contexts (`_repr_html_` for notebooks)."""
-        from tl_clt.viz.features import feature_card
-
-        return feature_card(self, layer, feature, n)
-
-    def browser(self, **options: Any):
-        """A single-file HTML browser of every live feature (`.save(path)`, `_repr_html_`)."""
-        from tl_clt.viz.features import feature_browser
-
-        return feature_browser(self, **options)
 
 
 def _label(row: tuple) -> FeatureLabel:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from tl_clt.labels import store
 from tl_clt.labels.reader import FeatureIndex
 from tl_clt.labels.types import Context, DetectionScore, FeatureLabel, Rule, normalise
 
@@ -87,7 +88,8 @@ def score_labels(
             rule = lab.rule or rule_from_text(lab.text, vocab)
             predict = rule_judge(rule) if rule is not None else None
         score = detection_score(predict(pos), predict(neg)) if predict else None
-        index.write_label(
+        store.write_label(
+            index.conn,
             FeatureLabel(
                 lab.layer, lab.feature, lab.explainer, lab.text, lab.rule, lab.train_score, score
             )

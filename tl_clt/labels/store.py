@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from tl_clt.labels.stream import GROUPS, POOLS, IndexConfig
+from tl_clt.labels.types import FeatureLabel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -202,3 +203,18 @@ def write_logits(
 
 def index_config(meta: dict[str, Any]) -> IndexConfig:
     return IndexConfig(**meta["config"])
+
+
+def write_label(conn: sqlite3.Connection, label: FeatureLabel) -> None:
+    """Insert or replace one label (with its scores) in the labels table (the caller commits)."""
+    s = label.score
+    score = (
+        (None,) * 7
+        if s is None
+        else (s.score, s.chance, s.tpr, s.tnr, s.n_pos, s.n_neg, int(s.above_chance))
+    )
+    rule = json.dumps(label.rule.to_json()) if label.rule else None
+    conn.execute(
+        "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (label.layer, label.feature, label.explainer, label.text, rule, label.train_score, *score),
+    )

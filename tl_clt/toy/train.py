@@ -33,7 +33,7 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_clt.io import atomic_write_text
+from tl_clt._files import atomic_write_text
 from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
 from tl_clt.toy.load import MODEL_NAME, RECORD_FILE, load_model

@@ -14,17 +14,19 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tl_clt._files import atomic_write_text
 from tl_clt.activations import ActivationSource
 from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.config import CLTConfig
 from tl_clt.errors import ConfigError
-from tl_clt.io import atomic_write_text
 from tl_clt.lens import Lens
+from tl_clt.training.callbacks import Callback
+from tl_clt.training.checkpoint import attach_checkpoints
 from tl_clt.training.config import TrainConfig
 from tl_clt.training.distributed import DistEnv, init_from_env
 from tl_clt.training.metrics import Ablation, SplicedEval, TrainingMetrics
 from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog
-from tl_clt.training.trainer import Callback, Trainer
+from tl_clt.training.trainer import Trainer
 
 
 class TrainResult(NamedTuple):
@@ -103,7 +105,9 @@ def train(
         ]
     if wandb_project:
         cbs.append(WandbLog(wandb_project, config={"clt": cfg.to_dict(), "train": tcfg.to_dict()}))
-    trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), run_dir=out, dist=dist)
+    trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), dist=dist)
+    if out is not None:  # checkpoints in out_dir/checkpoints; resume from the latest one
+        attach_checkpoints(trainer, out / "checkpoints")
     trainer.fit(source)
     clt.fold_scales()
     if out is not None and dist.is_main:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tl_clt._files import atomic_write_text
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, Node, NodeKind
-from tl_clt.io import atomic_write_text
 
 INDEX_FILE = "graph-metadata.json"
 FEATURE_TYPES = {
