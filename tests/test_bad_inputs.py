@@ -16,13 +16,12 @@ from tl_clt import (
     ConfigError,
     CrossLayerTranscoder,
     InputError,
-    ModelIdentity,
     ModelMismatchError,
     ReplacementModel,
     UnknownHookError,
-    WeightProcessing,
     attribute,
 )
+from tl_clt.config import ModelIdentity, WeightProcessing
 
 
 def _saved(tmp: Path, **kw) -> Path:

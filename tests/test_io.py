@@ -10,8 +10,9 @@ import yaml
 from conftest import ACTIVATIONS, ARCHITECTURES, random_clt
 from safetensors.torch import save_file
 
-from tl_clt import CrossLayerTranscoder, ModelIdentity
+from tl_clt import CrossLayerTranscoder
 from tl_clt import io as clt_io
+from tl_clt.config import ModelIdentity
 from tl_clt.errors import ConfigError
 
 

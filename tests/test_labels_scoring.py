@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import get_model, random_clt
 
-from tl_clt import build_feature_index
+from tl_clt import ReplacementModel, build_feature_index
 from tl_clt.errors import InputError
 from tl_clt.labels import (
     IndexConfig,
@@ -30,7 +30,12 @@ def index(tmp_path_factory):
     tokens = torch.randint(3, lens.d_vocab, (60, 10), generator=torch.Generator().manual_seed(4))
     path = tmp_path_factory.mktemp("scoring") / "s.db"
     return build_feature_index(
-        clt, lens, tokens, path, IndexConfig(k=6, n_pool=60), label=False, progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        path,
+        IndexConfig(k=6, n_pool=60),
+        label=False,
+        progress=False,
     )
 
 

@@ -179,7 +179,9 @@ class _Raise(_DieAfter):
 
 
 def test_broken_or_foreign_checkpoints_are_refused(tmp_path):
-    trainer = Trainer(small_clt(), TrainConfig(steps=2, batch_size=8, log_every=1, checkpoint_every=1))
+    trainer = Trainer(
+        small_clt(), TrainConfig(steps=2, batch_size=8, log_every=1, checkpoint_every=1)
+    )
     checkpoint.attach_checkpoints(trainer, tmp_path / "checkpoints")
     x, y = torch.randn(8, 2, 8), torch.randn(8, 2, 8)
     trainer.fit([(x, y), (x, y)])

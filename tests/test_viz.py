@@ -13,7 +13,7 @@ import torch
 from browser import render
 from conftest import random_clt
 
-from tl_clt import build_feature_index
+from tl_clt import ReplacementModel, build_feature_index
 from tl_clt.labels import IndexConfig
 from tl_clt.lens import from_hf
 from tl_clt.lens.build import tiny_hf_model
@@ -66,7 +66,11 @@ def hostile_index(tmp_path_factory):
     tokens = torch.randint(7, len(tok), (24, 10), generator=torch.Generator().manual_seed(0))
     tokens[:, 3:7] = torch.tensor(ids)  # every context holds the hostile strings
     index = build_feature_index(
-        clt, lens, tokens, tmp / "h.db", IndexConfig(k=4, n_pool=40), progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        tmp / "h.db",
+        IndexConfig(k=4, n_pool=40),
+        progress=False,
     )
     return index, tmp
 

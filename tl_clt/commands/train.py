@@ -10,23 +10,25 @@ Under `torchrun --nproc_per_node P -m tl_clt.cli train ...` it trains data-paral
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from tl_clt.commands._common import SHIPPED, resolve_model
+
+__all__ = ["add_arguments", "resolve_model", "run"]
+
 HELP = "train a cross-layer transcoder on a model's MLPs"
+MODEL_HELP_TRAIN = (
+    "a local Hugging Face checkpoint directory or a TransformerLens model name (from the hub); "
+    f"omitted or '{SHIPPED}': the shipped model"
+)
 DATA_KEYS = ("seq_len", "buffer_tokens", "holdout_sequences", "text_column", "split", "streaming")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="a local checkpoint directory (Hugging Face format), a TransformerLens model name "
-        "(downloaded from the hub), or 'shipped' (the package's own model, the default when it "
-        "is installed)",
-    )
+    parser.add_argument("--model", metavar="MODEL", help=MODEL_HELP_TRAIN)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--text",
@@ -85,28 +87,6 @@ def run(args: argparse.Namespace) -> int:
             json.loads((result.directory / "summary.json").read_text()), result.directory
         )
     return 0
-
-
-def resolve_model(name: str | None, device: str | None = None):
-    """The model to train on, as a Lens: the shipped model by default (when the package has
-    one), a local checkpoint directory, or a TransformerLens model name (hub)."""
-    from tl_clt.errors import InputError
-    from tl_clt.lens import Lens, load_model
-
-    if name in (None, "shipped", "toy"):
-        if importlib.util.find_spec("tl_clt.toy") is None:
-            raise InputError("this installation has no shipped model; name one with --model")
-        from tl_clt import toy
-
-        lens = Lens(toy.load_model())
-        return lens if device is None else Lens(lens.model.to(device))
-    try:
-        return load_model(name, device=device)
-    except OSError as exc:
-        raise InputError(
-            f"cannot load model {name!r}: {exc}. Give a local checkpoint directory, or a "
-            "TransformerLens model name with network access to the hub"
-        ) from exc
 
 
 def _read_config(path: str | None) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def score_labels(
             index.conn,
             FeatureLabel(
                 lab.layer, lab.feature, lab.explainer, lab.text, lab.rule, lab.train_score, score
-            )
+            ),
         )
     index.conn.commit()
     return score_summary(index, explainer)
