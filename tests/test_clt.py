@@ -12,7 +12,8 @@ L, D, F, N = 3, 5, 7, 4  # layers, d_model, features, tokens
 
 
 def brute_encode(clt, x, training=False):
-    """a[n, l, f] by explicit loops, following the formulas in REFERENCE.md §1."""
+    """a[n, l, f] by explicit loops, following the encoder formula of Ameisen et al. 2025,
+    "Circuit Tracing", section "Architecture" (docs/architecture.md, "Weight shapes")."""
     cfg = clt.cfg
     shared = cfg.architecture == "shared"
     h = torch.zeros(N, L, F, dtype=torch.float64)

@@ -209,7 +209,7 @@ def test_logit_effects_match_the_weights(family):
     )
     with torch.no_grad():
         for layer in range(2):
-            v = sum(clt.W_dec_at(layer, t) for t in clt.targets(layer))
+            v = sum(clt.W_dec_at(layer, t) for t in clt.writes_to(layer))
             if family == "gpt2":
                 v = v - v.mean(-1, keepdim=True)  # LayerNorm centres; RMSNorm does not
             eff = (v * norm.weight) @ head.weight.T

@@ -98,12 +98,13 @@ class CrossLayerTranscoder(HookedRootModule):
         """How many layers a source layer's features write to."""
         return self.cfg.n_layers - source if self.cfg.architecture == "cross_layer" else 1
 
-    def targets(self, source: int) -> range:
-        """Layers that features read at `source` write to."""
+    def writes_to(self, source: int) -> range:
+        """Layers whose MLP outputs the features that read at layer `source` write to."""
         return range(source, source + self.n_targets(source))
 
-    def sources(self, target: int) -> range:
-        """Layers whose features write to `target`."""
+    def reads_from(self, target: int) -> range:
+        """Layers whose features write to layer `target`'s MLP output (its reconstruction reads
+        from them)."""
         return (
             range(0, target + 1)
             if self.cfg.architecture == "cross_layer"
@@ -171,7 +172,7 @@ class CrossLayerTranscoder(HookedRootModule):
     def W_dec_at(self, source: int, target: int) -> Float[Tensor, "n_features d_model"]:
         """Decoder from `source` features to the `target` layer's output, in model units."""
         self._check_layer(source)
-        if target not in self.targets(source):
+        if target not in self.writes_to(source):
             raise InputError(f"features at layer {source} do not write to layer {target}")
         w = self.W_dec[self._enc(source)][:, target - source]
         return w / self.output_scale[target]
@@ -236,7 +237,7 @@ class CrossLayerTranscoder(HookedRootModule):
         """Reconstruction of `layer`'s output from the activations of layers 0..layer
         (`acts[s]` for source layer s; only the sources that write to `layer` are read)."""
         out = self.b_dec[layer]
-        for s in self.sources(layer):
+        for s in self.reads_from(layer):
             w = self.W_dec[self._enc(s)][:, layer - s]
             out = out + (acts[s] @ w) / self.output_scale[layer]
         return self.blocks[layer].hook_recons(out)
@@ -277,7 +278,7 @@ class CrossLayerTranscoder(HookedRootModule):
         """Add a source layer's decoder writes [..., T, d] into its target layers' slice of
         `out` [..., n_layers, d] in place (a slice, not one select per target: their backward
         would each allocate a zero tensor of the whole contribution's size)."""
-        t = self.targets(source)
+        t = self.writes_to(source)
         if out is None:
             out = contrib.new_zeros(*contrib.shape[:-2], self.cfg.n_layers, contrib.shape[-1])
         out[..., t.start : t.stop, :] += contrib

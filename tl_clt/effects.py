@@ -1,8 +1,9 @@
 """Feature-to-feature effects: change a source feature (or a group) and rank the change it
 causes in every later active feature's pre-activation and in the target logits.
 
-The seed's test of a relationship: "the relationship between features can be if changing the
-previous feature affects future features".
+A relationship between two features is tested by changing the earlier one and measuring the
+later ones (Ameisen et al. 2025, "Circuit Tracing", "Validating Attribution Graph Hypotheses
+with Interventions").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every intervention is a set of TransformerLens hooks on the model's own hook poi
 input and output of each layer, plus attention patterns and normalisation scales in constrained
 mode), so `intervention_hooks(...)` can go into a user's own `run_with_hooks` call. Modes:
 
-- "constrained": the local replacement model of the clean run (REFERENCE.md §4): attention
+- "constrained": the clean run's local replacement model ("Circuit Tracing" paper): attention
   patterns, normalisation scales and error terms are frozen at their clean values; each MLP
   output is the transcoder's reconstruction from the (possibly changed) features plus the frozen
   error. Later features respond to the change through these frozen linear paths. With
@@ -144,7 +144,7 @@ class _Run:
     def write_output(self, mlp_out: Tensor, hook: Any, layer: int) -> Tensor:
         if self.mode == "unconstrained" and self.error:
             delta = None
-            for s in self.clt.sources(layer):
+            for s in self.clt.reads_from(layer):
                 if self.new[s] is not self.base[s]:
                     d = (self.new[s] - self.base[s]) @ self.clt.W_dec_at(s, layer)
                     delta = d if delta is None else delta + d

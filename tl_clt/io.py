@@ -147,7 +147,7 @@ def export_circuit_tracer(
             if cfg.activation == "jumprelu":
                 enc[f"threshold_{layer}"] = clt.threshold_at(layer)
             W_dec = torch.zeros(nf, L - layer, d, dtype=clt.dtype, device=clt.device)
-            for target in clt.targets(layer):
+            for target in clt.writes_to(layer):
                 W_dec[:, target - layer] = clt.W_dec_at(layer, target)
             _save_tensors(directory / f"W_enc_{layer}.safetensors", enc, {"format": "pt"})
             _save_tensors(

@@ -1,5 +1,6 @@
-"""`TrainConfig`: every knob of a training run, frozen and validated (REFERENCE.md §2 explains
-the losses these coefficients weigh)."""
+"""`TrainConfig`: every knob of a training run, frozen and validated (the losses these
+coefficients weigh are in `tl_clt.training.losses`; Ameisen et al. 2025, "Circuit Tracing",
+section "Architecture", and its appendix on training)."""
 
 from __future__ import annotations
 
