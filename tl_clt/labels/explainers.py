@@ -22,7 +22,7 @@ from tl_clt.labels.summarise import (
     builtin_classes,
     window_negatives,
 )
-from tl_clt.labels.types import FeatureExamples, FeatureId, FeatureLabel, Label, normalise
+from tl_clt.labels.types import FeatureExamples, FeatureId, FeatureLabel, Label, normalise_token
 
 Explainer = Callable[[FeatureExamples], "str | Label"]
 
@@ -46,7 +46,7 @@ def label_features(
     name = name or explainer_name(explainer)
     classes = builtin_classes(index.vocab)
     for cls, members in (token_classes or {}).items():
-        classes[str(cls)] = frozenset(normalise(str(t)) for t in members)
+        classes[str(cls)] = frozenset(normalise_token(str(t)) for t in members)
     todo = [FeatureId(*f) for f in features] if features is not None else index.live_features()
     for layer, feature in tqdm(
         todo, desc=f"labelling ({name})", disable=not progress, unit="feature"

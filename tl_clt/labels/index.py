@@ -182,7 +182,7 @@ def activations(
 def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> None:
     L, F = clt.cfg.n_layers, clt.cfg.n_features
     chunks = [(g0, min(g0 + per_pass, L * F)) for g0 in range(0, L * F, per_pass)]
-    progress, state = store.load_checkpoint(conn, clt.device)
+    progress, state = store.load_progress(conn, clt.device)
     chunk, batch, seq = progress.get("chunk", 0), progress.get("batch", 0), progress.get("seq", 0)
     bar = tqdm(total=len(chunks) * len(src), initial=chunk * len(src) + batch, disable=not show,
                desc="indexing features", unit="batch")  # fmt: skip
@@ -205,14 +205,14 @@ def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> No
                 bar.update(1)
                 if time.monotonic() - last_save >= checkpoint_seconds and b + 1 < len(src):
                     with conn:
-                        store.save_checkpoint(conn, {"chunk": c, "batch": b + 1, "seq": seq}, state)
+                        store.save_progress(conn, {"chunk": c, "batch": b + 1, "seq": seq}, state)
                     last_save = time.monotonic()
             with conn:
                 store.write_features(conn, state, gids.cpu(), F)
                 if c == 0:
                     store.write_pools(conn, state)
                     store.set_meta(conn, {"n_tokens": int(state["n_tokens"]), "n_sequences": seq})
-                store.save_checkpoint(conn, {"chunk": c + 1, "batch": 0, "seq": 0}, None)
+                store.save_progress(conn, {"chunk": c + 1, "batch": 0, "seq": 0}, None)
             state, batch, seq = None, 0, 0
     bar.close()
 

@@ -31,7 +31,7 @@ from tl_clt.labels.types import (
     Rule,
     Split,
     TokenEffect,
-    normalise,
+    normalise_token,
 )
 
 
@@ -69,7 +69,7 @@ class FeatureIndex:
 
     @cached_property
     def normalised_vocab(self) -> list[str]:
-        return [normalise(t) for t in self.vocab]
+        return [normalise_token(t) for t in self.vocab]
 
     def check(self, layer: int, feature: int) -> FeatureId:
         if not (0 <= layer < self.n_layers and 0 <= feature < self.n_features):
@@ -187,7 +187,7 @@ class FeatureIndex:
     def labels(
         self, explainer: str | None = None, layer: int | None = None
     ) -> Iterator[FeatureLabel]:
-        sql, args = "SELECT * FROM labels WHERE 1=1", []
+        sql, args = f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE 1=1", []
         if explainer is not None:
             sql, args = sql + " AND explainer=?", [*args, explainer]
         if layer is not None:
@@ -198,7 +198,7 @@ class FeatureIndex:
     def label(self, layer: int, feature: int, explainer: str = "offline") -> FeatureLabel | None:
         self.check(layer, feature)
         row = self.conn.execute(
-            "SELECT * FROM labels WHERE layer=? AND feature=? AND explainer=?",
+            f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE layer=? AND feature=? AND explainer=?",
             (layer, feature, explainer),
         ).fetchone()
         return None if row is None else _label(row)
@@ -210,7 +210,10 @@ class FeatureIndex:
         if ":" in query and all(p.strip().isdigit() for p in query.split(":", 1)):
             lab = self.label(*map(int, query.split(":", 1)), explainer)
             return [lab] if lab else []
-        sql = "SELECT * FROM labels WHERE explainer=? AND instr(lower(label), lower(?)) > 0"
+        sql = (
+            f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE explainer=? "
+            "AND instr(lower(label), lower(?)) > 0"
+        )
         args: list[Any] = [explainer, query]
         if layer is not None:
             sql, args = sql + " AND layer=?", [*args, layer]

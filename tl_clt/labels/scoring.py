@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from tl_clt.labels import store
 from tl_clt.labels.reader import FeatureIndex
-from tl_clt.labels.types import Context, DetectionScore, FeatureLabel, Rule, normalise
+from tl_clt.labels.types import Context, DetectionScore, FeatureLabel, Rule, normalise_token
 
 #: judge(label, contexts) -> one prediction per context: does the feature fire there?
 Judge = Callable[[FeatureLabel, list[Context]], list[bool]]
@@ -63,7 +63,7 @@ def rule_from_text(text: str, vocab: Iterable[str]) -> Rule | None:
     """A keyword rule for a free-text label: the label's words that are tokens of the
     vocabulary, matched at the peak or the two tokens before it."""
     words = set(re.findall(r"[^\s,;:()]+", _GRAMMAR.sub(" ", text.lower())))
-    hits = frozenset(words & {normalise(t) for t in vocab})
+    hits = frozenset(words & {normalise_token(t) for t in vocab})
     return Rule((-2, -1, 0), hits) if hits else None
 
 

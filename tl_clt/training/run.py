@@ -114,12 +114,12 @@ def train(
         clt.save_pretrained(out)
         atomic_write_text(out / "train_config.json", json.dumps(tcfg.to_dict(), indent=2) + "\n")
         atomic_write_text(
-            out / "summary.json", json.dumps(summarise(trainer.history), indent=2) + "\n"
+            out / "summary.json", json.dumps(latest_metrics(trainer.history), indent=2) + "\n"
         )
     return TrainResult(clt, trainer.history, out)
 
 
-def summarise(history: list[dict[str, Any]]) -> dict[str, Any]:
+def latest_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The latest value of every metric in `history`."""
     latest: dict[str, Any] = {}
     for record in history:
