@@ -101,13 +101,13 @@ def benchmark_pair(toy_dir: str | None = None) -> tuple[str, ReplacementModel, l
     trained by `python -m tl_clt.toy.train --out DIR` instead of the shipped model and CLT."""
     if toy_dir:  # asked for: fail loudly rather than fall back to a random model
         toy = importlib.import_module("tl_clt.toy")
-        lens = toy.load_model(directory=os.path.join(toy_dir, "model"))
+        lens = toy.load_lens(directory=os.path.join(toy_dir, "model"))
         clt = CrossLayerTranscoder.from_pretrained(os.path.join(toy_dir, "clt"))
         what = f"toy model variant in {toy_dir} ({lens.n_layers} layers) + its CLT"
         return what, ReplacementModel(lens, clt), toy_prompts(toy, lens)
     try:
         toy = importlib.import_module("tl_clt.toy")
-        lens, clt = toy.load_model(), toy.load_clt()
+        lens, clt = toy.load_lens(), toy.load_clt()
         return "shipped toy model + CLT", ReplacementModel(lens, clt), toy_prompts(toy, lens)
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model ({type(exc).__name__}: {exc}); using a random one")

@@ -2,7 +2,7 @@
 headless Chromium (the acceptance bound: under 3 MB, open in under 2 s), with the time spent
 building it (attribution, pruning, supernodes, feature index look-ups, page).
 
-Model: the shipped toy model and its CLT when `tl_clt.toy` provides `load_model` and
+Model: the shipped toy model and its CLT when `tl_clt.toy` provides `load_lens` and
 `load_clt`; otherwise a random GPT-2-style model (4 layers, d_model 128, d_mlp 512, vocab 700)
 with a random cross-layer CLT of 1,024 features per layer whose encoder biases give ~25 active
 features per token and layer. A feature index over a small token sample gives the page its
@@ -55,7 +55,7 @@ def calibrate(rm: ReplacementModel, tokens: torch.Tensor, active: int) -> None:
 def model_and_prompt(n_tokens: int) -> tuple[str, ReplacementModel, torch.Tensor]:
     try:
         toy = importlib.import_module("tl_clt.toy")
-        lens, clt = toy.load_model(), toy.load_clt()
+        lens, clt = toy.load_lens(), toy.load_clt()
         text = " ".join(item.prompt for item in toy.load_items())
         return (
             "shipped toy model + CLT",
@@ -83,7 +83,7 @@ def feature_index(rm: ReplacementModel, directory: Path):
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randint(len(SPECIALS), rm.lens.d_vocab, (64, 24), generator=gen)
     tokens[:, 0] = rm.lens.tokenizer.bos_token_id
-    return build_feature_index(rm.clt, rm.lens, tokens, directory / "features.db",
+    return build_feature_index(rm, tokens, directory / "features.db",
                                IndexConfig(k=8, n_pool=200), progress=False)  # fmt: skip
 
 

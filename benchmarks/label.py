@@ -20,23 +20,22 @@ from pathlib import Path
 
 import torch
 
-from tl_clt import CLTConfig, CrossLayerTranscoder, build_feature_index
+from tl_clt import CLTConfig, CrossLayerTranscoder, ReplacementModel, build_feature_index
 from tl_clt.labels import IndexConfig, label_features, score_labels
 
 
 def shipped(n_tokens: int):
     """The shipped model and CLT, and the corpus cycled to about `n_tokens` tokens."""
     import tl_clt.toy as toy
-    from tl_clt.labels.source import shipped_texts, shipped_token_classes
 
-    lens, clt = toy.load_model(), toy.load_clt()
-    texts, total, source = shipped_texts(), 0, []
+    lens, clt = toy.load_lens(), toy.load_clt()
+    texts, total, source = toy.corpus_texts(), 0, []
     for text in itertools.cycle(texts):
         source.append(text)
         total += len(text.split())
         if total >= n_tokens:
             break
-    return "shipped model + CLT, shipped corpus", lens, clt, source, shipped_token_classes()
+    return "shipped model + CLT, shipped corpus", lens, clt, source, toy.token_classes()
 
 
 def random_setup(n_tokens: int, n_features: int, seq_len: int):
@@ -91,7 +90,7 @@ def main() -> None:
         name, lens, clt, source, classes = random_setup(args.tokens, args.features, args.seq_len)
     Path(args.out).unlink(missing_ok=True)
     t0 = time.perf_counter()
-    index = build_feature_index(clt, lens, source, args.out, IndexConfig(), batch_size=args.batch_size,
+    index = build_feature_index(ReplacementModel(lens, clt), source, args.out, IndexConfig(), batch_size=args.batch_size,
                                 label=False, checkpoint_seconds=1e9)  # fmt: skip
     t_index = time.perf_counter() - t0
     size_index = Path(args.out).stat().st_size

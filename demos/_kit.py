@@ -31,7 +31,6 @@ from tl_clt import (
     render_graph,
 )
 from tl_clt import hooks as H
-from tl_clt.labels.source import shipped_token_classes
 
 OUT = Path(__file__).resolve().parent / "out"
 SHIFT_K, SHIFT_GAIN = 256, 1.5  # `shift`: features moved per position, and by how much
@@ -270,12 +269,12 @@ def feature_index(out: Path) -> FeatureIndex:
     path = (out / "features.db").resolve()
     if path not in _INDEX:
         rm = replacement()
-        kw = dict(path=path, progress=True, token_classes=shipped_token_classes())
+        kw = dict(path=path, progress=True, token_classes=toy.token_classes())
         try:
-            _INDEX[path] = build_feature_index(rm.clt, rm.lens, **kw)
+            _INDEX[path] = build_feature_index(rm, toy.corpus_texts(), **kw)
         except IndexMismatchError as e:  # made for another transcoder: rebuild the cache
             print(f"rebuilding {path}: {e}")
-            _INDEX[path] = build_feature_index(rm.clt, rm.lens, overwrite=True, **kw)
+            _INDEX[path] = build_feature_index(rm, toy.corpus_texts(), overwrite=True, **kw)
     return _INDEX[path]
 
 

@@ -93,7 +93,7 @@ def main() -> None:
     )
     texts = toy.load_corpus().train_texts()[:400]
     with tempfile.TemporaryDirectory() as tmp:
-        index = tl_clt.build_feature_index(gpu.clt, gpu.lens, texts, Path(tmp) / "f.db",
+        index = tl_clt.build_feature_index(gpu, texts, Path(tmp) / "f.db",
                                            progress=False)  # fmt: skip
         print(f"feature index on {dev}: {index.n_live()} live features over {len(texts)} texts")
         result = tl_clt.train(

@@ -2,7 +2,7 @@
 (headless Chromium's `--screenshot`), and the table of grouped-graph predictions against
 group-ablation measurements on the case-study prompts.
 
-With the shipped toy model and its CLT (`tl_clt.toy.load_model` / `load_clt`) it writes
+With the shipped toy model and its CLT (`tl_clt.toy.load_lens` / `load_clt`) it writes
 `docs/img/two-hop-graph.png` and `docs/img/supernode-checks.md`, tracing the first held-out
 items of each task family (the two-hop one is "the capital of the state containing dallas
 is"); the feature index comes from `--index PATH` (built there over the shipped corpus when the
@@ -40,17 +40,18 @@ def shipped(index_path: Path, n_items: int):
     """(rm, index, {family: prompts}, two-hop prompt) from the shipped model, or None."""
     try:
         toy = importlib.import_module("tl_clt.toy")
-        lens, clt = toy.load_model(), toy.load_clt()
+        lens, clt = toy.load_lens(), toy.load_clt()
     except (ImportError, AttributeError, TLCLTError) as exc:
         print(f"# no shipped model and CLT ({type(exc).__name__}: {exc}): a random model instead")
         return None
     from tl_clt import build_feature_index
-    from tl_clt.labels.source import shipped_token_classes
 
     rm = ReplacementModel(lens, clt)
     # labelled with the shipped token classes, as `tl-clt label` does; an index made for
     # another transcoder is refused (IndexMismatchError), not silently reused
-    index = build_feature_index(clt, lens, path=index_path, token_classes=shipped_token_classes())
+    index = build_feature_index(
+        rm, toy.corpus_texts(), index_path, token_classes=toy.token_classes()
+    )
     prompts = {f: [i.prompt for i in toy.load_items(f)[:n_items]] for f in toy.FAMILIES}
     two_hop = [i for i in toy.load_items("two_hop") if "dallas" in i.prompt] or toy.load_items(
         "two_hop"
@@ -81,7 +82,7 @@ def random_model(n_items: int):
         for layer, name in enumerate(names):
             h = cache[name][:, 1:].flatten(0, 1) @ clt.W_enc_at(layer)
             clt.b_enc[layer] = -h.topk(25, dim=-1).values[:, -1].mean()
-    index = build_feature_index(clt, lens, tokens, Path(tempfile.mkdtemp()) / "features.db",
+    index = build_feature_index(rm, tokens, Path(tempfile.mkdtemp()) / "features.db",
                                 IndexConfig(k=8, n_pool=200), progress=False)  # fmt: skip
     prompts = {f"random {k}": words[1 + k * n_items : 1 + (k + 1) * n_items] for k in range(3)}
     return rm, index, prompts, words[0]

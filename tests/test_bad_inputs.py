@@ -17,14 +17,13 @@ from tl_clt import (
     CrossLayerTranscoder,
     InputError,
     Intervention,
-    ModelIdentity,
     ModelMismatchError,
     ReplacementModel,
     UnknownHookError,
-    WeightProcessing,
     attribute,
     feature_effects,
 )
+from tl_clt.config import ModelIdentity, WeightProcessing
 from tl_clt.prune import PruneSpec
 from tl_clt.viz.neuronpedia import to_neuronpedia
 

@@ -79,7 +79,7 @@ def test_default_model_is_the_shipped_one_when_installed():
         from tl_clt import toy
 
         lens = resolve_model(None)
-        assert lens.n_layers == Lens(toy.load_model()).n_layers
+        assert lens.n_layers == Lens(toy.load_lens()).n_layers
 
 
 def _train_parser():

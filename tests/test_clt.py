@@ -13,7 +13,8 @@ L, D, F, N = 3, 5, 7, 4  # layers, d_model, features, tokens
 
 
 def brute_encode(clt, x, training=False):
-    """a[n, l, f] by explicit loops, following the formulas in REFERENCE.md §1."""
+    """a[n, l, f] by explicit loops, following the encoder formula of Ameisen et al. 2025,
+    "Circuit Tracing", section "Architecture" (docs/architecture.md, "Weight shapes")."""
     cfg = clt.cfg
     shared = cfg.architecture == "shared"
     h = torch.zeros(N, L, F, dtype=torch.float64)
@@ -194,7 +195,7 @@ def test_decoder_rows_are_what_one_unit_of_a_feature_decodes_to(architecture):
         for i, f in enumerate(ids.tolist()):
             acts = [torch.zeros(F) for _ in range(L)]
             acts[s][f] = 1.0
-            for j, t in enumerate(clt.targets(s)):
+            for j, t in enumerate(clt.writes_to(s)):
                 with torch.no_grad():
                     want = clt.decode_layer(acts, t) - clt.b_dec[t]
                 torch.testing.assert_close(rows[i, j], want, rtol=1e-5, atol=1e-6)

@@ -37,3 +37,23 @@ def test_label_then_feature(tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
     assert main(["feature", "1-2", "--index", str(db)]) == 2
     assert main(["label", "--model", str(model_dir), "--out", str(db)]) == 2
+
+
+def test_every_command_follows_one_rule_for_model_and_transcoder(tmp_path, capsys):
+    """--model and --clt: both or neither, in every subcommand (label used to pair a given
+    --clt with the shipped model); a model name that cannot be loaded is a typed error."""
+    clt_dir = tmp_path / "clt"
+    random_clt(2, 32, n_features=6).save_pretrained(clt_dir)
+    for argv in (
+        ["label", "--clt", str(clt_dir), "--out", str(tmp_path / "f.db")],
+        ["intervene", "w1 w2", "--feature", "0:1", "--scale", "0", "--clt", str(clt_dir)],
+        ["trace", "w1 w2", "--clt", str(clt_dir), "--out", str(tmp_path / "g")],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"tl-clt {argv[0]}: error: --clt was given without --model" in err, err
+    assert not (tmp_path / "f.db").exists() and not (tmp_path / "g").exists()
+    missing = str(tmp_path / "no-such-model")
+    assert main(["intervene", "w1", "--feature", "0:1", "--scale", "0", "--model", missing,
+                 "--clt", str(clt_dir)]) == 2  # fmt: skip
+    assert f"cannot load model {missing!r}" in capsys.readouterr().err

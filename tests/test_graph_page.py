@@ -53,7 +53,7 @@ def hostile(tmp_path_factory):
     ids = [tok.convert_tokens_to_ids(w) for w in HOSTILE]
     tokens = torch.randint(7, len(tok), (24, 10), generator=torch.Generator().manual_seed(0))
     tokens[:, 3:6] = torch.tensor(ids)
-    index = build_feature_index(clt, lens, tokens, tmp / "h.db", IndexConfig(k=4, n_pool=40),
+    index = build_feature_index(rm, tokens, tmp / "h.db", IndexConfig(k=4, n_pool=40),
                                 progress=False)  # fmt: skip
     graph = attribute(rm, PROMPT)
     pruned = graph.prune()

@@ -10,8 +10,9 @@ import yaml
 from conftest import ACTIVATIONS, ARCHITECTURES, random_clt
 from safetensors.torch import save_file
 
-from tl_clt import CrossLayerTranscoder, ModelIdentity
+from tl_clt import CrossLayerTranscoder
 from tl_clt import io as clt_io
+from tl_clt.config import ModelIdentity
 from tl_clt.errors import ConfigError
 
 
@@ -52,7 +53,7 @@ def test_circuit_tracer_round_trip_is_exact(tmp_path, architecture, activation):
     assert meta["model_kind"] == "cross_layer_transcoder"
     assert meta["feature_input_hook"] == "ln2.hook_normalized"
     assert meta["feature_output_hook"] == "hook_mlp_out"
-    back = clt_io.import_circuit_tracer(tmp_path)
+    back = CrossLayerTranscoder.from_circuit_tracer(tmp_path)
     assert back.cfg == clt.cfg
     assert_same_state(clt, back)
 
@@ -60,7 +61,7 @@ def test_circuit_tracer_round_trip_is_exact(tmp_path, architecture, activation):
 def test_circuit_tracer_shared_becomes_equivalent_per_layer(tmp_path):
     clt = random_clt(3, 5, 7, "shared", "jumprelu", seed=3, scales=True)
     clt_io.export_circuit_tracer(clt, tmp_path)
-    back = clt_io.import_circuit_tracer(tmp_path)
+    back = CrossLayerTranscoder.from_circuit_tracer(tmp_path)
     assert back.cfg.architecture == "per_layer"
     x = torch.randn(4, 3, 5)
     with torch.no_grad():
@@ -90,7 +91,7 @@ def test_reads_a_circuit_tracer_directory_written_by_hand(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "model_name: x\nmodel_kind: cross_layer_transcoder\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\n"
     )
-    clt = clt_io.import_circuit_tracer(tmp_path)
+    clt = CrossLayerTranscoder.from_circuit_tracer(tmp_path)
     assert (clt.cfg.activation, clt.cfg.input_hook, clt.cfg.n_features) == (
         "jumprelu",
         "hook_resid_mid",

@@ -41,7 +41,7 @@ def brute_force_acts(lens, clt, tokens):
 @pytest.mark.parametrize("activation, per_pass", [("relu", None), ("topk", 5)])
 def test_streamed_top_k_equals_a_brute_force_pass(tmp_path, activation, per_pass):
     lens, clt, tokens = setup(activation=activation)
-    index = build_feature_index(clt, lens, TensorSource(tokens, batch_size=7), tmp_path / "f.db", CFG,
+    index = build_feature_index(ReplacementModel(lens, clt), TensorSource(tokens, batch_size=7), tmp_path / "f.db", CFG,
                                 features_per_pass=per_pass, label=False, progress=False)  # fmt: skip
     acts = brute_force_acts(lens, clt, tokens)
     acts[:, 0] = 0  # BOS position left out
@@ -104,18 +104,20 @@ class Interrupted(TensorSource):
 def test_interrupted_run_resumes_to_the_same_database(tmp_path, per_pass, stop_after):
     lens, clt, tokens = setup()
     kw = dict(config=CFG, features_per_pass=per_pass, progress=False, checkpoint_seconds=0.0)
-    build_feature_index(clt, lens, TensorSource(tokens, 4), tmp_path / "full.db", **kw)
+    build_feature_index(
+        ReplacementModel(lens, clt), TensorSource(tokens, 4), tmp_path / "full.db", **kw
+    )
     src = Interrupted(tokens, 4, stop_after)
     passes = 0 if per_pass is None else 1  # with slices, interrupt the second pass
     if passes:
         src.readings = -1  # the first pass reads through; the second is interrupted
     with pytest.raises(KeyboardInterrupt):
-        build_feature_index(clt, lens, src, tmp_path / "resumed.db", **kw)
+        build_feature_index(ReplacementModel(lens, clt), src, tmp_path / "resumed.db", **kw)
     conn = sqlite3.connect(str(tmp_path / "resumed.db"))
     progress = dict(conn.execute("SELECT key, value FROM checkpoint"))
     conn.close()
     assert "state" in progress and f'"batch": {stop_after}' in progress["progress"]
-    index = build_feature_index(clt, lens, src, tmp_path / "resumed.db", **kw)
+    index = build_feature_index(ReplacementModel(lens, clt), src, tmp_path / "resumed.db", **kw)
     assert src.readings == 2
     assert _dump(tmp_path / "resumed.db") == _dump(tmp_path / "full.db")
     assert index.n_live() > 0 and next(index.labels(), None) is not None
@@ -127,7 +129,7 @@ def test_labels_are_kept_for_the_same_classes_and_redone_for_others(tmp_path):
     lens, clt, tokens = setup(n_seq=8)
     path = tmp_path / "f.db"
     classes = {"low": [lens.to_str_tokens(torch.tensor([3]))[0]]}
-    index = build_feature_index(clt, lens, tokens, path, CFG, token_classes=classes,
+    index = build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, token_classes=classes,
                                 progress=False)  # fmt: skip
     marker = "set by hand"
     with index.conn:
@@ -136,16 +138,20 @@ def test_labels_are_kept_for_the_same_classes_and_redone_for_others(tmp_path):
     def texts(ix):
         return {lab.text for lab in ix.labels()}
 
-    assert texts(build_feature_index(clt, lens, tokens, path, CFG, token_classes=dict(classes),
+    assert texts(build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, token_classes=dict(classes),
                                      progress=False)) == {marker}  # fmt: skip
-    assert texts(build_feature_index(clt, lens, tokens, path, CFG, progress=False)) == {marker}
+    assert texts(
+        build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, progress=False)
+    ) == {marker}
     with index.conn:  # labelled by an older summariser: labelled again
         index.conn.execute("UPDATE meta SET value='1' WHERE key='summariser_version'")
-    assert marker not in texts(build_feature_index(clt, lens, tokens, path, CFG, progress=False))
+    assert marker not in texts(
+        build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, progress=False)
+    )
     with index.conn:
         index.conn.execute("UPDATE labels SET label=?", (marker,))
     other = {"low": classes["low"] + [lens.to_str_tokens(torch.tensor([4]))[0]]}
-    relabelled = build_feature_index(clt, lens, tokens, path, CFG, token_classes=other,
+    relabelled = build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, token_classes=other,
                                      progress=False)  # fmt: skip
     assert marker not in texts(relabelled) and len(texts(relabelled)) > 1
 
@@ -153,11 +159,19 @@ def test_labels_are_kept_for_the_same_classes_and_redone_for_others(tmp_path):
 def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     lens, clt, tokens = setup(n_seq=8)
     path = tmp_path / "f.db"
-    build_feature_index(clt, lens, tokens, path, CFG, label=False, progress=False)
+    build_feature_index(ReplacementModel(lens, clt), tokens, path, CFG, label=False, progress=False)
     with pytest.raises(IndexMismatchError, match="other settings.*config"):
-        build_feature_index(clt, lens, tokens, path, IndexConfig(k=3), label=False, progress=False)
+        build_feature_index(
+            ReplacementModel(lens, clt), tokens, path, IndexConfig(k=3), label=False, progress=False
+        )
     index = build_feature_index(
-        clt, lens, tokens, path, IndexConfig(k=3), overwrite=True, label=False, progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        path,
+        IndexConfig(k=3),
+        overwrite=True,
+        label=False,
+        progress=False,
     )
     assert index.config.k == 3
     plan = " ".join(str(r) for r in index.conn.execute(
@@ -169,7 +183,13 @@ def test_text_source_leaves_padding_and_bos_out(tmp_path):
     lens, clt, _ = setup()
     texts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "w10 w11 w12 w13", "w3 w3"]
     index = build_feature_index(
-        clt, lens, texts, tmp_path / "t.db", CFG, batch_size=3, label=False, progress=False
+        ReplacementModel(lens, clt),
+        texts,
+        tmp_path / "t.db",
+        CFG,
+        batch_size=3,
+        label=False,
+        progress=False,
     )
     assert index.n_tokens == sum(len(t.split()) for t in texts)  # BOS and padding not counted
     pad = lens.tokenizer.pad_token_id
@@ -189,7 +209,7 @@ def test_logit_effects_match_the_weights(family):
     )
     with torch.no_grad():
         for layer in range(2):
-            v = sum(clt.W_dec_at(layer, t) for t in clt.targets(layer))
+            v = sum(clt.W_dec_at(layer, t) for t in clt.writes_to(layer))
             if family == "gpt2":
                 v = v - v.mean(-1, keepdim=True)  # LayerNorm centres; RMSNorm does not
             eff = (v * norm.weight) @ head.weight.T
@@ -209,3 +229,14 @@ def test_feature_index_rejects_bad_input(tmp_path):
         FeatureIndex(tmp_path / "missing.db")
     with pytest.raises(InputError, match="2-d tensor"):
         TensorSource(torch.zeros(5, dtype=torch.long))
+
+
+def test_build_feature_index_needs_its_replacement_model_and_source(tmp_path):
+    """No default model or corpus: the transcoder-first order and a missing source are refused
+    with a message that names what to pass."""
+    lens, clt, tokens = setup(n_seq=4)
+    with pytest.raises(InputError, match=r"ReplacementModel first, got a CrossLayerTranscoder"):
+        build_feature_index(clt, lens, tmp_path / "f.db")
+    with pytest.raises(InputError, match="needs a token source"):
+        build_feature_index(ReplacementModel(lens, clt), None, tmp_path / "f.db")
+    assert not (tmp_path / "f.db").exists()

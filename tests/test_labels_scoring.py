@@ -9,9 +9,16 @@ import pytest
 import torch
 from conftest import get_model, random_clt
 
-from tl_clt import build_feature_index
+from tl_clt import ReplacementModel, build_feature_index
 from tl_clt.errors import InputError
-from tl_clt.labels import IndexConfig, label_features, llm_explainer, load_explainer, score_labels
+from tl_clt.labels import (
+    IndexConfig,
+    label_features,
+    llm_explainer,
+    load_explainer,
+    score_labels,
+    store,
+)
 from tl_clt.labels.scoring import detection_score, rule_from_text
 from tl_clt.labels.types import Context, FeatureExamples, FeatureLabel, Label
 
@@ -23,7 +30,12 @@ def index(tmp_path_factory):
     tokens = torch.randint(3, lens.d_vocab, (60, 10), generator=torch.Generator().manual_seed(4))
     path = tmp_path_factory.mktemp("scoring") / "s.db"
     return build_feature_index(
-        clt, lens, tokens, path, IndexConfig(k=6, n_pool=60), label=False, progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        path,
+        IndexConfig(k=6, n_pool=60),
+        label=False,
+        progress=False,
     )
 
 
@@ -106,7 +118,7 @@ def test_load_explainer_imports_a_callable():
 def test_feature_label_round_trip(index):
     layer, feature = index.live_features()[0]
     score = detection_score([True, True], [False])
-    index.write_label(FeatureLabel(layer, feature, "rt", "a <label>", None, 0.7, score))
+    store.write_label(index.conn, FeatureLabel(layer, feature, "rt", "a <label>", None, 0.7, score))
     assert index.label(layer, feature, "rt") == FeatureLabel(
         layer, feature, "rt", "a <label>", None, 0.7, score
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import get_model, random_clt
 
-from tl_clt import build_feature_index
+from tl_clt import ReplacementModel, build_feature_index
 from tl_clt.labels import IndexConfig
 from tl_clt.labels.summarise import (
     SummariserConfig,
@@ -159,7 +159,11 @@ def test_a_planted_token_feature_is_labelled_and_scores_above_chance(tmp_path):
         clt.W_enc[0, :, 0] = direction
         clt.b_enc[0, 0] = -(proj[t == target].min() + proj[t != target].max()) / 2
     index = build_feature_index(
-        clt, lens, tokens, tmp_path / "p.db", IndexConfig(k=10, n_pool=200), progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        tmp_path / "p.db",
+        IndexConfig(k=10, n_pool=200),
+        progress=False,
     )
     label = index.label(0, 0)
     assert label.text.startswith("on: w5")

@@ -175,7 +175,7 @@ def test_a_users_feature_edit_propagates_through_the_live_error(rm):
         spliced = rm.run_with_hooks(tokens, fwd_hooks=[(H.features(0), triple)])
         delta = 2 * clean.features[0][0, pos, f]
         by_hand = []
-        for t in rm.clt.targets(0):
+        for t in rm.clt.writes_to(0):
             write = delta * rm.clt.W_dec_at(0, t)[f]
 
             def add(out, hook, write=write):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tl_clt import ReplacementModel
-from tl_clt.toy import load_clt, load_items, load_model, load_record, model_dir
+from tl_clt.toy import load_clt, load_items, load_lens, load_record, model_dir
 from tl_clt.toy import transcoder as tc
 from tl_clt.toy.load import load_corpus
 from tl_clt.toy.tasks import FAMILIES
@@ -22,7 +22,7 @@ from tl_clt.training import TopKLoss, TrainConfig
 @pytest.fixture(scope="module")
 def rm():
     torch.manual_seed(0)
-    return ReplacementModel(load_model(), load_clt())
+    return ReplacementModel(load_lens(), load_clt())
 
 
 @pytest.fixture(scope="module")

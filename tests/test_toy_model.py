@@ -14,7 +14,7 @@ import torch
 from tl_clt.errors import CheckpointError
 from tl_clt.lens import TL_MAJOR
 from tl_clt.tokenization import word_level_tokenizer
-from tl_clt.toy import load_corpus, load_hf, load_items, load_model, load_record
+from tl_clt.toy import load_corpus, load_hf, load_items, load_lens, load_record
 from tl_clt.toy.load import MODEL_DIR
 from tl_clt.toy.tasks import FAMILIES, evaluate, predict
 
@@ -32,7 +32,7 @@ TARGETS = {
 @pytest.fixture(scope="module")
 def lens():
     torch.manual_seed(0)
-    return load_model()
+    return load_lens()
 
 
 @pytest.fixture(scope="module")
@@ -127,4 +127,4 @@ def test_corpus_is_the_one_recorded(lens):
 
 def test_a_directory_without_a_model_is_refused_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="no toy model in .*python -m tl_clt.toy.train"):
-        load_model(directory=tmp_path / "model")
+        load_lens(directory=tmp_path / "model")

@@ -17,7 +17,7 @@ from tl_clt.toy.corpus import CorpusConfig, build_corpus
 from tl_clt.toy.load import RECORD_FILE
 from tl_clt.toy.train import (
     Batches,
-    TrainConfig,
+    ToyTrainConfig,
     _parser,
     configs_from_args,
     lm_loss,
@@ -26,7 +26,7 @@ from tl_clt.toy.train import (
     train_model,
 )
 
-TINY = TrainConfig(
+TINY = ToyTrainConfig(
     steps=3, batch_size=16, warmup=1, n_layers=1, d_model=32, n_heads=2, d_mlp=64, threads=1
 )
 
@@ -92,7 +92,7 @@ def test_command_line_sets_the_model_shape_and_schedule():
     assert (cfg.n_layers, cfg.steps, cfg.seed) == (8, 10, 3)
     assert corpus_cfg == CorpusConfig()
     # without flags: the shipped model's recipe
-    assert configs_from_args(_parser().parse_args(["--out", "x"]))[1] == TrainConfig()
+    assert configs_from_args(_parser().parse_args(["--out", "x"]))[1] == ToyTrainConfig()
 
 
 @pytest.mark.parametrize("layers", ["0", "-2", "two"])

@@ -31,7 +31,9 @@ DATA = PlantedBatches(planted_dictionary("cross_layer", 2, 8, 12, 2, seed=0))
 def _trainer(run_dir) -> Trainer:
     clt = small_clt("batchtopk", n_layers=2, d_model=8, n_features=12, k=2)
     callbacks = [TrainingMetrics(CONFIG.log_every), JsonlLog(run_dir / "metrics.jsonl")]
-    return Trainer(clt, CONFIG, callbacks, run_dir=run_dir)
+    trainer = Trainer(clt, CONFIG, callbacks)
+    checkpoint.attach_checkpoints(trainer, run_dir / "checkpoints")  # resumes from the latest
+    return trainer
 
 
 def _die() -> None:
@@ -143,7 +145,9 @@ def test_resume_follows_an_activation_sources_data_position(tmp_path):
     cfg = TrainConfig(steps=8, batch_size=32, log_every=2, checkpoint_every=4)
 
     def trainer(run_dir):
-        return Trainer(small_clt("jumprelu", d_model=32, n_features=16), cfg, run_dir=run_dir)
+        trainer = Trainer(small_clt("jumprelu", d_model=32, n_features=16), cfg)
+        checkpoint.attach_checkpoints(trainer, run_dir / "checkpoints")
+        return trainer
 
     reference = trainer(tmp_path / "a").fit(source).clt.state_dict()
 
@@ -175,8 +179,10 @@ class _Raise(_DieAfter):
 
 
 def test_broken_or_foreign_checkpoints_are_refused(tmp_path):
-    trainer = Trainer(small_clt(), TrainConfig(steps=2, batch_size=8, log_every=1, checkpoint_every=1),
-                      run_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(
+        small_clt(), TrainConfig(steps=2, batch_size=8, log_every=1, checkpoint_every=1)
+    )
+    checkpoint.attach_checkpoints(trainer, tmp_path / "checkpoints")
     x, y = torch.randn(8, 2, 8), torch.randn(8, 2, 8)
     trainer.fit([(x, y), (x, y)])
     ckpts = tmp_path / "checkpoints"

@@ -37,7 +37,7 @@ def test_sparse_decoding_equals_dense_decoding_with_gradients(architecture, acti
     brute = torch.zeros(7, 3, 8)
     for t in range(3):
         brute[:, t] = clt.b_dec[t]
-        for s in clt.sources(t):
+        for s in clt.reads_from(t):
             brute[:, t] += dense[:, s] @ clt.W_dec_at(s, t)
     torch.testing.assert_close(sparse_out, brute)
     torch.testing.assert_close(dense_out, brute)

@@ -16,7 +16,13 @@ from _training_helpers import texts as make_texts
 import tl_clt
 from tl_clt import CrossLayerTranscoder, TrainingError
 from tl_clt.errors import ConfigError, InputError
-from tl_clt.training import TrainConfig, Trainer, TrainingMetrics, latest_checkpoint
+from tl_clt.training import (
+    TrainConfig,
+    Trainer,
+    TrainingMetrics,
+    attach_checkpoints,
+    latest_checkpoint,
+)
 
 
 def batches(n: int, size: int = 32, L: int = 2, d: int = 8, seed: int = 0):
@@ -113,7 +119,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     data = batches(8)
     data[5] = (data[5][0].clone().fill_(float("nan")), data[5][1])
     cfg = TrainConfig(steps=8, batch_size=32, log_every=2, checkpoint_every=2)
-    trainer = Trainer(small_clt(), cfg, run_dir=tmp_path)
+    trainer = Trainer(small_clt(), cfg)
+    attach_checkpoints(trainer, tmp_path / "checkpoints")
     with pytest.raises(TrainingError, match="not finite at step 6") as info:
         trainer.fit(data)
     assert str(tmp_path / "checkpoints") in str(info.value)

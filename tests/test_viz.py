@@ -13,12 +13,13 @@ import torch
 from browser import render
 from conftest import random_clt
 
-from tl_clt import build_feature_index
+from tl_clt import ReplacementModel, build_feature_index
 from tl_clt.labels import IndexConfig
 from tl_clt.lens import from_hf
 from tl_clt.lens.build import tiny_hf_model
 from tl_clt.tokenization import word_level_tokenizer
 from tl_clt.viz import Page, Panel, colored_tokens, escape
+from tl_clt.viz.features import feature_browser, feature_card
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img/src=x/onerror=document.body.setAttribute('data-pwned','1')>"
@@ -65,7 +66,11 @@ def hostile_index(tmp_path_factory):
     tokens = torch.randint(7, len(tok), (24, 10), generator=torch.Generator().manual_seed(0))
     tokens[:, 3:7] = torch.tensor(ids)  # every context holds the hostile strings
     index = build_feature_index(
-        clt, lens, tokens, tmp / "h.db", IndexConfig(k=4, n_pool=40), progress=False
+        ReplacementModel(lens, clt),
+        tokens,
+        tmp / "h.db",
+        IndexConfig(k=4, n_pool=40),
+        progress=False,
     )
     return index, tmp
 
@@ -81,7 +86,7 @@ def _check_safe(dom, n_scripts):
 def test_feature_browser_renders_hostile_tokens_as_text(hostile_index):
     index, tmp = hostile_index
     layer, feature = index.live_features()[0]
-    path = index.browser().save(tmp / "browser.html")
+    path = feature_browser(index).save(tmp / "browser.html")
     dom = render(path, fragment=f"{layer}:{feature}")
     _check_safe(dom, n_scripts=3)
     detail = dom.html[dom.html.index('id="detail"') :]
@@ -94,7 +99,7 @@ def test_feature_browser_renders_hostile_tokens_as_text(hostile_index):
 def test_circuitsvis_card_renders_hostile_tokens_as_text(hostile_index):
     index, tmp = hostile_index
     layer, feature = index.live_features()[0]
-    card = index.card(layer, feature)
+    card = feature_card(index, layer, feature)
     dom = render(card.save(tmp / "card.html"))
     _check_safe(dom, n_scripts=2)  # the circuitsvis bundle, and the render calls
     assert index.label(layer, feature).text in dom.text  # circuitsvis shows the label as text

@@ -1,5 +1,5 @@
 """Attribution graphs: the direct effects between the nodes of one prompt's local replacement
-model (REFERENCE.md §3; Ameisen et al. 2025, "Circuit Tracing: Revealing Computational Graphs
+model (Ameisen et al. 2025, "Circuit Tracing: Revealing Computational Graphs
 in Language Models", transformer-circuits.pub/2025/attribution-graphs/methods.html).
 
 Phases of `attribute(replacement, prompt)`:

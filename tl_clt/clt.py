@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from tl_clt import hooks as clt_hooks
-from tl_clt import nonlinearity
+from tl_clt import io, nonlinearity
 from tl_clt.config import CLTConfig
 from tl_clt.errors import InputError
 from tl_clt.lens.adapter import HookedRootModule, HookPoint
@@ -101,12 +101,13 @@ class CrossLayerTranscoder(HookedRootModule):
         """How many layers a source layer's features write to."""
         return self.cfg.n_layers - source if self.cfg.cross_layer else 1
 
-    def targets(self, source: int) -> range:
-        """Layers that features read at `source` write to."""
+    def writes_to(self, source: int) -> range:
+        """Layers whose MLP outputs the features that read at layer `source` write to."""
         return range(source, source + self.n_targets(source))
 
-    def sources(self, target: int) -> range:
-        """Layers whose features write to `target`."""
+    def reads_from(self, target: int) -> range:
+        """Layers whose features write to layer `target`'s MLP output (its reconstruction reads
+        from them)."""
         return range(0, target + 1) if self.cfg.cross_layer else range(target, target + 1)
 
     def _enc(self, layer: int) -> int:
@@ -141,16 +142,19 @@ class CrossLayerTranscoder(HookedRootModule):
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory) -> None:
         """Save weights (safetensors) and config.json, atomically per file."""
-        from tl_clt.io import save_pretrained
-
-        save_pretrained(self, directory)
+        io.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None) -> CrossLayerTranscoder:
         """Load a transcoder saved with `save_pretrained`, checking every shape and dtype."""
-        from tl_clt.io import from_pretrained
+        return io.from_pretrained(cls, directory, device=device, dtype=dtype)
 
-        return from_pretrained(directory, device=device, dtype=dtype)
+    @classmethod
+    def from_circuit_tracer(cls, directory) -> CrossLayerTranscoder:
+        """Load a transcoder saved in circuit-tracer's CLT layout (one W_enc_{l}/W_dec_{l}
+        safetensors pair per layer and config.yaml; written by circuit-tracer or by
+        `tl_clt.io.export_circuit_tracer`)."""
+        return io.import_circuit_tracer(cls, directory)
 
     # ------------------------------------------------------------------ effective weights
     def W_enc_at(self, layer: int) -> Float[Tensor, "d_model n_features"]:
@@ -167,7 +171,7 @@ class CrossLayerTranscoder(HookedRootModule):
     def W_dec_at(self, source: int, target: int) -> Float[Tensor, "n_features d_model"]:
         """Decoder from `source` features to the `target` layer's output, in model units."""
         self._check_layer(source)
-        if target not in self.targets(source):
+        if target not in self.writes_to(source):
             raise InputError(f"features at layer {source} do not write to layer {target}")
         w = self.W_dec[self._enc(source)][:, target - source]
         return w / self.output_scale[target]
@@ -289,7 +293,7 @@ class CrossLayerTranscoder(HookedRootModule):
     ) -> Float[Tensor, "... d_model"]:
         """`decode_layer` without the hook point."""
         out = self.b_dec[layer]
-        for s in self.sources(layer):
+        for s in self.reads_from(layer):
             w = self.W_dec[self._enc(s)][:, layer - s]
             out = out + (acts[s] @ w) / self.output_scale[layer]
         return out
@@ -327,7 +331,7 @@ class CrossLayerTranscoder(HookedRootModule):
         """Add a source layer's decoder writes [..., T, d] into its target layers' slice of
         `out` [..., n_layers, d] in place (a slice, not one select per target: their backward
         would each allocate a zero tensor of the whole contribution's size)."""
-        t = self.targets(source)
+        t = self.writes_to(source)
         if out is None:
             out = contrib.new_zeros(*contrib.shape[:-2], self.cfg.n_layers, contrib.shape[-1])
         out[..., t.start : t.stop, :] += contrib

@@ -83,7 +83,7 @@ class CLTConfig:
             the size of the one dictionary for "shared").
         architecture: "cross_layer" (the paper's CLT: each layer's features decode to that
             layer and every later one), "per_layer" (one transcoder per MLP, a PLT) or "shared"
-            (one encoder/decoder pair used at every layer, as the seed notes describe).
+            (one encoder/decoder pair used at every layer).
         activation: "relu" (with an L1 penalty in training), "jumprelu" (per-feature
             threshold, the paper's), "topk" (k per token and layer) or "batchtopk" (k per
             token and layer on average over a batch; a per-layer threshold at inference).

@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tl_clt import prune as P
+from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.errors import CheckpointError, InputError
-from tl_clt.io import atomic_write, atomic_write_text
 
 FORMAT = "tl_clt.graph/1"
 TENSORS_FILE = "graph.safetensors"

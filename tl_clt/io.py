@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -17,44 +16,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from tl_clt.clt import CrossLayerTranscoder
+from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.config import CLTConfig
 from tl_clt.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:  # the transcoder imports this module; its class is passed in where needed
+    from tl_clt.clt import CrossLayerTranscoder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "tl_clt/1"
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _umask_mode()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place, so a
-    failure leaves any previous `path` untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp's files are private; a saved file is not
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
@@ -107,15 +78,17 @@ def load_config(directory: str | os.PathLike) -> CLTConfig:
 
 
 def from_pretrained(
+    cls: type[CrossLayerTranscoder],
     directory: str | os.PathLike,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> CrossLayerTranscoder:
-    """Load a transcoder saved by `save_pretrained`, checking every tensor against the config;
-    `dtype` converts after the check. Returned in eval mode (BatchTopK then uses its threshold)."""
+    """Load a transcoder (of class `cls`) saved by `save_pretrained`, checking every tensor
+    against the config; `dtype` converts after the check. Returned in eval mode (BatchTopK then
+    uses its threshold). Called as `CrossLayerTranscoder.from_pretrained(directory)`."""
     directory = Path(directory)
     cfg = load_config(directory)
-    clt = CrossLayerTranscoder(cfg, device="meta")
+    clt = cls(cfg, device="meta")
     expected = clt.state_dict()
     path = directory / WEIGHTS_FILE
     state = {}
@@ -175,7 +148,7 @@ def export_circuit_tracer(
             if clt.threshold is not None:
                 enc[f"threshold_{layer}"] = clt.threshold_at(layer)
             W_dec = torch.zeros(nf, L - layer, d, dtype=clt.dtype, device=clt.device)
-            for target in clt.targets(layer):
+            for target in clt.writes_to(layer):
                 W_dec[:, target - layer] = clt.W_dec_at(layer, target)
             _save_tensors(directory / f"W_enc_{layer}.safetensors", enc, {"format": "pt"})
             _save_tensors(
@@ -197,8 +170,11 @@ def export_circuit_tracer(
     return directory
 
 
-def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
-    """Read circuit-tracer's CLT layout (written by us or by circuit-tracer)."""
+def import_circuit_tracer(
+    cls: type[CrossLayerTranscoder], directory: str | os.PathLike
+) -> CrossLayerTranscoder:
+    """Read circuit-tracer's CLT layout (written by us or by circuit-tracer) into a transcoder
+    of class `cls`. Called as `CrossLayerTranscoder.from_circuit_tracer(directory)`."""
     directory = Path(directory)
     meta_path = directory / "config.yaml"
     if not meta_path.is_file():
@@ -227,7 +203,7 @@ def import_circuit_tracer(directory: str | os.PathLike) -> CrossLayerTranscoder:
         raise CheckpointError(
             f"{directory}: files hold {L} layers of {nf}x{d}, config says otherwise"
         )
-    clt = CrossLayerTranscoder(cfg)
+    clt = cls(cfg)
     with torch.no_grad():
         for layer in range(L):
             enc_path = directory / f"W_enc_{layer}.safetensors"

@@ -188,7 +188,7 @@ class SpliceRun:
             self.errors[layer] = None
             return recon
         if sp.error == "live":
-            unedited = all(self.features[s] is self.base[s] for s in clt.sources(layer))
+            unedited = all(self.features[s] is self.base[s] for s in clt.reads_from(layer))
             base = (recon if unedited else clt.reconstruct_layer(self.base, layer)).detach()
             err = (mlp_out.to(recon.dtype) - base).detach()
             hooked = clt.blocks[layer].hook_error(err)

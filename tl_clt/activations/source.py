@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_clt.activations.cache import ActivationCache, tokens_digest, weights_checksum
+from tl_clt.activations.store import ActivationStore, tokens_digest, weights_checksum
 from tl_clt.activations.text import (
     TokenBatch,
     TokenSeq,
@@ -115,7 +115,7 @@ class ActivationSource:
         self.bos = None if tok is None else tok.bos_token_id
         pad = None if tok is None else tok.pad_token_id
         self.pad = pad if pad is not None else (self.bos if self.bos is not None else 0)
-        self.cache = None if cache_dir is None else ActivationCache(cache_dir, self._fingerprint())
+        self.cache = None if cache_dir is None else ActivationStore(cache_dir, self._fingerprint())
         self.cache_write = cache_write
 
     @classmethod

@@ -21,7 +21,10 @@ TOKENIZE_GROUP = 256
 
 
 class TokenBatch(NamedTuple):
-    """Token ids of a batch of sequences and the positions whose activations are used."""
+    """Token ids of a batch of sequences and the positions whose activations are used: the one
+    batch type of token sequences (activation sources, held-out evaluation, feature-index
+    token sources). `keep` is False at padding and at a leading BOS; `real` adds position 0
+    back (the positions that hold a token)."""
 
     tokens: Int[Tensor, "batch pos"]
     keep: Bool[Tensor, "batch pos"]

@@ -34,11 +34,12 @@ def parse_feature(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from tl_clt.labels import FeatureIndex
     from tl_clt.labels.text import describe
+    from tl_clt.viz.features import feature_card
 
     layer, feature = parse_feature(args.feature)
     index = FeatureIndex(args.index)
     print(describe(index, layer, feature, args.explainer, args.n))
     if args.html:
-        index.card(layer, feature).save(args.html)
+        feature_card(index, layer, feature).save(args.html)
         print(f"card: {args.html}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tl_clt.commands._common import add_model_arguments, load_replacement
+from tl_clt.commands._common import add_model_arguments, resolve_replacement
 
 HELP = "turn features up, down or off on a prompt and print the top tokens before and after"
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from tl_clt.generation import generate
     from tl_clt.interventions import Intervention, intervene
 
-    rm = load_replacement(args)
+    rm = resolve_replacement(args)
     ivs = [Intervention.parse(f, scale=args.scale, value=args.value) for f in args.feature]
     result = intervene(rm, args.prompt, ivs, mode=args.mode, error=not args.pure)
     print(result)

@@ -8,16 +8,22 @@ import json
 import time
 from pathlib import Path
 
+from tl_clt.commands._common import (
+    add_model_arguments,
+    resolve_replacement,
+    shipped,
+    uses_shipped,
+)
+
 HELP = "index a CLT's features over a corpus, label them and score the labels"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clt", help="CLT directory (default: the shipped CLT)")
-    parser.add_argument(
-        "--model", help="model directory in Hugging Face format (default: the shipped model)"
-    )
+    add_model_arguments(parser, device=False)
     data = parser.add_mutually_exclusive_group()
-    data.add_argument("--texts", help="text file, one text per line (default: the shipped corpus)")
+    data.add_argument(
+        "--texts", help="text file, one text per line (default: the shipped model's corpus)"
+    )
     data.add_argument(
         "--tokens", help="safetensors file holding a 'tokens' tensor [n_seq, seq_len]"
     )
@@ -39,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--explainer", help="also label with this explainer, 'package.module:callable'"
     )
     parser.add_argument(
-        "--classes", help="JSON file {class name: [tokens]} of token classes for labels"
+        "--classes",
+        help="JSON file {class name: [tokens]} of token classes for labels (default: the "
+        "shipped model's classes when it is the model, else none)",
     )
     parser.add_argument("--html", help="also write the feature browser to this HTML file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -48,19 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _inputs(args):
     import torch
 
-    from tl_clt.clt import CrossLayerTranscoder
     from tl_clt.errors import InputError
-    from tl_clt.labels.source import shipped_token_classes
 
-    clt = CrossLayerTranscoder.from_pretrained(args.clt) if args.clt else None
-    model = None
-    if args.model:
-        from tl_clt.lens import load_model
-
-        model = load_model(args.model)
-    if clt is None and model is not None:
-        raise InputError("--model needs --clt (a CLT trained on that model)")
-    source = None
+    rm = resolve_replacement(args)
     if args.texts:
         source = [
             line
@@ -74,12 +72,13 @@ def _inputs(args):
         if "tokens" not in tensors:
             raise InputError(f"{args.tokens} holds no 'tokens' tensor (it has {sorted(tensors)})")
         source = tensors["tokens"].to(torch.long)
-    classes = (
-        json.loads(Path(args.classes).read_text())
-        if args.classes
-        else (shipped_token_classes() if clt is None else {})
-    )
-    return clt, model, source, classes
+    else:
+        source = shipped().corpus_texts()
+    if args.classes:
+        classes = json.loads(Path(args.classes).read_text())
+    else:
+        classes = shipped().token_classes() if uses_shipped(args) else {}
+    return rm, source, classes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
         score_labels,
     )
     from tl_clt.labels.scoring import score_summary
+    from tl_clt.viz.features import feature_browser
 
-    clt, model, source, classes = _inputs(args)
+    rm, source, classes = _inputs(args)
     start = time.perf_counter()
     index = build_feature_index(
-        clt, model, source, args.out, IndexConfig(k=args.k), batch_size=args.batch_size,
+        rm, source, args.out, IndexConfig(k=args.k), batch_size=args.batch_size,
         features_per_pass=args.features_per_pass, overwrite=args.overwrite, label=not args.no_labels,
         token_classes=classes, progress=not args.quiet,
     )  # fmt: skip
@@ -117,6 +117,6 @@ def run(args: argparse.Namespace) -> int:
               f"score {s.mean_score:.3f} (chance 0.5), above chance: {s.n_above_chance} = "
               f"{100 * s.fraction_above_chance:.1f}% of live features")  # fmt: skip
     if args.html:
-        index.browser().save(args.html)
+        feature_browser(index).save(args.html)
         print(f"feature browser: {args.html}")
     return 0

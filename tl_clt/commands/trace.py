@@ -1,26 +1,25 @@
 """`tl-clt trace "prompt"`: build a prompt's attribution graph on the shipped model (or on
-`--model DIR --clt DIR`), prune it, group its features into supernodes, write the graph files,
-the Neuronpedia JSON (with the supernodes) and, with `--html`, the graph page; print the
-strongest paths to the top logit, the replacement and completeness scores and the supernodes
-(with `--validate-supernodes`, each checked by ablation)."""
+`--model MODEL --clt DIR`, by the rule in `tl_clt.commands._common`), prune it, group its
+features into supernodes, write the graph files, the Neuronpedia JSON (with the supernodes)
+and, with `--html`, the graph page; print the strongest paths to the top logit, the
+replacement and completeness scores and the supernodes (with `--validate-supernodes`, each
+checked by ablation)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 from pathlib import Path
 from typing import Any
+
+from tl_clt.commands._common import add_model_arguments, resolve_replacement
 
 HELP = "build, prune and save the attribution graph of a prompt; print its top paths and scores"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the prompt to trace (a BOS is prepended)")
-    parser.add_argument(
-        "--model", metavar="DIR", help="a Hugging Face model directory (with --clt)"
-    )
-    parser.add_argument("--clt", metavar="DIR", help="a transcoder saved with save_pretrained")
+    add_model_arguments(parser, device=False)
     parser.add_argument("--out", metavar="DIR", help="output directory (default: graphs/<slug>)")
     parser.add_argument("--slug", help="the graph's name in the files (default: from the prompt)")
     parser.add_argument("--target", action="append", metavar="TOKEN",
@@ -60,30 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_pair(model_dir: str | None, clt_dir: str | None) -> tuple[Any, Any]:
-    """(Lens, transcoder): from the two directories, or the shipped toy model and its CLT."""
-    from tl_clt.errors import InputError
-
-    if (model_dir is None) != (clt_dir is None):
-        raise InputError("give both --model DIR and --clt DIR, or neither (the shipped model)")
-    if model_dir is not None:
-        from tl_clt.clt import CrossLayerTranscoder
-        from tl_clt.lens import load_model
-
-        if not Path(model_dir).is_dir():
-            raise InputError(f"--model {model_dir} is not a directory")
-        return load_model(model_dir), CrossLayerTranscoder.from_pretrained(clt_dir)
-    try:
-        toy = importlib.import_module("tl_clt.toy")
-        load_model, load_clt = toy.load_model, toy.load_clt
-    except (ImportError, AttributeError) as exc:
-        raise InputError(
-            "the shipped model and transcoder are not available in this installation; "
-            "pass --model DIR --clt DIR"
-        ) from exc
-    return load_model(), load_clt()
-
-
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:48].rstrip("-") or "graph"
@@ -101,14 +76,14 @@ def open_index(path: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tl_clt import LogitDifference, ReplacementModel, attribute, group_supernodes
+    from tl_clt import LogitDifference, attribute, group_supernodes
     from tl_clt.prune import PruneSpec
     from tl_clt.viz.graph_page import render_graph
     from tl_clt.viz.neuronpedia import write_neuronpedia
 
-    lens, clt = load_pair(args.model, args.clt)
+    rm = resolve_replacement(args)
+    clt = rm.clt
     index = open_index(args.index)
-    rm = ReplacementModel(lens, clt)
     targets = LogitDifference(*args.logit_diff) if args.logit_diff else args.target
     graph = attribute(
         rm, args.prompt, targets=targets,

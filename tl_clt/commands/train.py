@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -22,24 +21,26 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from tl_clt.commands._common import SHIPPED, resolve_model
 from tl_clt.config import CLTConfig, field_docs
 from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.losses import LOSSES
+
+__all__ = ["add_arguments", "resolve_model", "run"]
 
 HELP = "train a cross-layer transcoder on a model's MLPs"
 #: The transcoder fields settable from the command line (the rest follow from the model).
 CLT_FLAGS = ("architecture", "activation", "k", "n_features")
 #: Prefix of the flags of the activations' loss settings (`--loss-aux-coefficient`).
 LOSS_PREFIX = "loss_"
+MODEL_HELP_TRAIN = (
+    "a local Hugging Face checkpoint directory or a TransformerLens model name (from the hub); "
+    f"omitted or '{SHIPPED}': the shipped model"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="a local checkpoint directory (Hugging Face format), a TransformerLens model name "
-        "(downloaded from the hub), or 'shipped' (the package's own model, the default when it "
-        "is installed)",
-    )
+    parser.add_argument("--model", metavar="MODEL", help=MODEL_HELP_TRAIN)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--text",
@@ -178,28 +179,6 @@ def _flags(
 ) -> dict[str, Any]:
     fields = [f.name for f in dataclasses.fields(cls) if names is None or f.name in names]
     return {n: getattr(args, n) for n in fields if getattr(args, n, None) is not None}
-
-
-def resolve_model(name: str | None, device: str | None = None):
-    """The model to train on, as a Lens: the shipped model by default (when the package has
-    one), a local checkpoint directory, or a TransformerLens model name (hub)."""
-    from tl_clt.errors import InputError
-    from tl_clt.lens import Lens, load_model
-
-    if name in (None, "shipped", "toy"):
-        if importlib.util.find_spec("tl_clt.toy") is None:
-            raise InputError("this installation has no shipped model; name one with --model")
-        from tl_clt import toy
-
-        lens = Lens(toy.load_model())
-        return lens if device is None else Lens(lens.model.to(device))
-    try:
-        return load_model(name, device=device)
-    except OSError as exc:
-        raise InputError(
-            f"cannot load model {name!r}: {exc}. Give a local checkpoint directory, or a "
-            "TransformerLens model name with network access to the hub"
-        ) from exc
 
 
 def _read_config(path: str | None) -> dict[str, Any]:

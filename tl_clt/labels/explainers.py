@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from tqdm.auto import tqdm
 
 from tl_clt.errors import InputError
+from tl_clt.labels import store
 from tl_clt.labels.reader import FeatureIndex
 from tl_clt.labels.summarise import (
     OfflineExplainer,
@@ -21,7 +22,7 @@ from tl_clt.labels.summarise import (
     builtin_classes,
     window_negatives,
 )
-from tl_clt.labels.types import FeatureExamples, FeatureId, FeatureLabel, Label, normalise
+from tl_clt.labels.types import FeatureExamples, FeatureId, FeatureLabel, Label, normalise_token
 
 Explainer = Callable[[FeatureExamples], "str | Label"]
 
@@ -45,7 +46,7 @@ def label_features(
     name = name or explainer_name(explainer)
     classes = builtin_classes(index.vocab)
     for cls, members in (token_classes or {}).items():
-        classes[str(cls)] = frozenset(normalise(str(t)) for t in members)
+        classes[str(cls)] = frozenset(normalise_token(str(t)) for t in members)
     todo = [FeatureId(*f) for f in features] if features is not None else index.live_features()
     for layer, feature in tqdm(
         todo, desc=f"labelling ({name})", disable=not progress, unit="feature"
@@ -60,7 +61,9 @@ def label_features(
         train = None
         if label.rule is not None:
             train = balanced_accuracy(label.rule, ex.positives, ex.negatives + window_negatives(ex))
-        index.write_label(FeatureLabel(layer, feature, name, label.text, label.rule, train, None))
+        store.write_label(
+            index.conn, FeatureLabel(layer, feature, name, label.text, label.rule, train, None)
+        )
     index.conn.commit()
     return len(todo)
 

@@ -2,7 +2,7 @@
 SQLite file (see `tl_clt.labels.store` for the tables).
 
 Phases:
-1. resolve the model, the CLT and the token source (the shipped ones by default);
+1. check the replacement model (model + CLT) and turn the text or token source into batches;
 2. open the database; a file made with other settings is refused, one made with the same
    settings is resumed from its last checkpoint;
 3. stream the batches: read every layer's MLP input from the unmodified model (what the CLT's
@@ -34,7 +34,7 @@ from tl_clt.errors import IndexMismatchError, InputError
 from tl_clt.labels import store
 from tl_clt.labels.logits import top_logit_effects
 from tl_clt.labels.reader import FeatureIndex
-from tl_clt.labels.source import TokenSource, as_source, default_source, shipped_model_and_clt
+from tl_clt.labels.source import TokenSource, as_source
 from tl_clt.labels.stream import HIST_EDGES, IndexConfig, new_state, update
 from tl_clt.labels.summarise import VERSION
 from tl_clt.lens import Lens
@@ -44,9 +44,8 @@ FORMAT = "tl_clt.labels/1"
 
 
 def build_feature_index(
-    clt: CrossLayerTranscoder | None = None,
-    model: Any = None,
-    source: Any = None,
+    replacement: Any,  # a ReplacementModel; anything else gets an InputError naming the order
+    source: Any,
     path: str | os.PathLike = "features.db",
     config: IndexConfig | None = None,
     *,
@@ -58,21 +57,21 @@ def build_feature_index(
     token_classes: Mapping[str, Iterable[str]] | None = None,
     progress: bool = True,
 ) -> FeatureIndex:
-    """Index every feature of `clt` over `source` into the SQLite file `path`, and return it.
+    """Index every feature of `replacement`'s CLT over `source` into the SQLite file `path`,
+    and return it.
 
-    `clt`/`model` default to the shipped CLT and model (`tl_clt.toy`); `source` is a tensor of
-    token sequences [n_seq, seq_len], a list of texts, or a `TokenSource` (default: the shipped
-    corpus). Re-running with the same arguments resumes an interrupted run (or returns the
-    finished index); `overwrite=True` starts afresh. With `label`, every live feature gets an
-    offline label and a detection score (`token_classes` names token classes for the labels);
-    an index already labelled by this summariser version with the same classes (or run again
-    without classes) keeps its labels.
+    `replacement` is `ReplacementModel(model, clt)`; `source` is a tensor of token sequences
+    [n_seq, seq_len], a list of texts, or a `TokenSource` (for the shipped model, its corpus is
+    `tl_clt.toy.corpus_texts()`). Re-running with the same arguments resumes an interrupted
+    run (or returns the finished index); `overwrite=True` starts afresh. With `label`, every
+    live feature gets an offline label and a detection score (`token_classes` names token
+    classes for the labels, e.g. `tl_clt.toy.token_classes()`); an index already labelled by
+    this summariser version with the same classes (or run again without classes) keeps its
+    labels.
     """
     cfg = config or IndexConfig()
-    lens, clt = _resolve(clt, model)
-    src = (
-        default_source(lens, batch_size) if source is None else as_source(source, lens, batch_size)
-    )
+    lens, clt = _resolve(replacement, source)
+    src = as_source(source, lens, batch_size)
     L, F = clt.cfg.n_layers, clt.cfg.n_features
     per_pass = min(features_per_pass or L * F, L * F)
     if per_pass < 1:
@@ -116,17 +115,19 @@ def classes_fingerprint(token_classes: Mapping[str, Iterable[str]]) -> str:
     return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
 
 
-def _resolve(clt: CrossLayerTranscoder | None, model: Any) -> tuple[Lens, CrossLayerTranscoder]:
-    if clt is None:
-        if model is not None:
-            raise InputError("a model was given without its CLT; pass clt= as well")
-        model, clt = shipped_model_and_clt()
-    if model is None:
-        from tl_clt.labels.source import _toy
-
-        model = _toy().load_model()
-    rm = ReplacementModel(model, clt)  # checks that the CLT fits the model
-    return rm.lens, rm.clt.eval()
+def _resolve(replacement: Any, source: Any) -> tuple[Lens, CrossLayerTranscoder]:
+    if not isinstance(replacement, ReplacementModel):
+        raise InputError(
+            "build_feature_index(replacement, source, path, ...) takes a ReplacementModel first, "
+            f"got a {type(replacement).__name__}; pass ReplacementModel(model, clt)"
+        )
+    if source is None:
+        raise InputError(
+            "build_feature_index needs a token source: a list of texts, a tensor of token "
+            "sequences [n_seq, seq_len] or a TokenSource (the shipped model's corpus is "
+            "tl_clt.toy.corpus_texts())"
+        )
+    return replacement.lens, replacement.clt.eval()
 
 
 def clt_fingerprint(clt: CrossLayerTranscoder) -> str:
@@ -182,7 +183,7 @@ def activations(
 def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> None:
     L, F = clt.cfg.n_layers, clt.cfg.n_features
     chunks = [(g0, min(g0 + per_pass, L * F)) for g0 in range(0, L * F, per_pass)]
-    progress, state = store.load_checkpoint(conn, clt.device)
+    progress, state = store.load_progress(conn, clt.device)
     chunk, batch, seq = progress.get("chunk", 0), progress.get("batch", 0), progress.get("seq", 0)
     bar = tqdm(total=len(chunks) * len(src), initial=chunk * len(src) + batch, disable=not show,
                desc="indexing features", unit="batch")  # fmt: skip
@@ -194,7 +195,8 @@ def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> No
             if state is None:
                 state = new_state(cfg, g1 - g0, clt.device)
             last_save = time.monotonic()
-            for b, (tokens, real) in enumerate(src.batches(batch), start=batch):
+            for b, token_batch in enumerate(src.batches(batch), start=batch):
+                tokens, real = token_batch.tokens, token_batch.real
                 acts = activations(lens, clt, tokens, layers)[
                     ..., g0 - layers.start * F : g1 - layers.start * F
                 ]
@@ -204,14 +206,14 @@ def _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, show) -> No
                 bar.update(1)
                 if time.monotonic() - last_save >= checkpoint_seconds and b + 1 < len(src):
                     with conn:
-                        store.save_checkpoint(conn, {"chunk": c, "batch": b + 1, "seq": seq}, state)
+                        store.save_progress(conn, {"chunk": c, "batch": b + 1, "seq": seq}, state)
                     last_save = time.monotonic()
             with conn:
                 store.write_features(conn, state, gids.cpu(), F)
                 if c == 0:
                     store.write_pools(conn, state)
                     store.set_meta(conn, {"n_tokens": int(state["n_tokens"]), "n_sequences": seq})
-                store.save_checkpoint(conn, {"chunk": c + 1, "batch": 0, "seq": 0}, None)
+                store.save_progress(conn, {"chunk": c + 1, "batch": 0, "seq": 0}, None)
             state, batch, seq = None, 0, 0
     bar.close()
 

@@ -49,7 +49,7 @@ def unembed_direct(lens: Lens, vectors: Float[Tensor, "n d_model"]) -> Float[Ten
 def direct_vectors(clt: CrossLayerTranscoder, layer: int) -> Float[Tensor, "n_features d_model"]:
     """What each feature read at `layer` writes to the residual stream in total (the sum of
     its decoders to every layer it writes to), in model units."""
-    return sum(clt.W_dec_at(layer, t) for t in clt.targets(layer))
+    return sum(clt.W_dec_at(layer, t) for t in clt.writes_to(layer))
 
 
 @torch.no_grad()

@@ -1,5 +1,8 @@
 """`FeatureIndex`: read access to a feature index file, one feature at a time (nothing is
-loaded whole, so an index of a large CLT is as cheap to open as a small one's)."""
+loaded whole, so an index of a large CLT is as cheap to open as a small one's). Writing is
+`tl_clt.labels.store`'s (`store.write_label(index.conn, label)`); views are functions of an
+index: `tl_clt.labels.text.describe` (plain text), `tl_clt.viz.features.feature_card` and
+`feature_browser` (HTML)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from tl_clt.labels.types import (
     Rule,
     Split,
     TokenEffect,
-    normalise,
+    normalise_token,
 )
 
 
@@ -66,7 +69,7 @@ class FeatureIndex:
 
     @cached_property
     def normalised_vocab(self) -> list[str]:
-        return [normalise(t) for t in self.vocab]
+        return [normalise_token(t) for t in self.vocab]
 
     def check(self, layer: int, feature: int) -> FeatureId:
         if not (0 <= layer < self.n_layers and 0 <= feature < self.n_features):
@@ -181,33 +184,10 @@ class FeatureIndex:
         return pos, self.negatives(layer, feature, "holdout")
 
     # ------------------------------------------------------------------ labels
-    def write_label(self, label: FeatureLabel) -> None:
-        import json
-
-        s = label.score
-        score = (
-            (None,) * 7
-            if s is None
-            else (s.score, s.chance, s.tpr, s.tnr, s.n_pos, s.n_neg, int(s.above_chance))
-        )
-        rule = json.dumps(label.rule.to_json()) if label.rule else None
-        self.conn.execute(
-            "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                label.layer,
-                label.feature,
-                label.explainer,
-                label.text,
-                rule,
-                label.train_score,
-                *score,
-            ),
-        )
-
     def labels(
         self, explainer: str | None = None, layer: int | None = None
     ) -> Iterator[FeatureLabel]:
-        sql, args = "SELECT * FROM labels WHERE 1=1", []
+        sql, args = f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE 1=1", []
         if explainer is not None:
             sql, args = sql + " AND explainer=?", [*args, explainer]
         if layer is not None:
@@ -218,7 +198,7 @@ class FeatureIndex:
     def label(self, layer: int, feature: int, explainer: str = "offline") -> FeatureLabel | None:
         self.check(layer, feature)
         row = self.conn.execute(
-            "SELECT * FROM labels WHERE layer=? AND feature=? AND explainer=?",
+            f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE layer=? AND feature=? AND explainer=?",
             (layer, feature, explainer),
         ).fetchone()
         return None if row is None else _label(row)
@@ -230,30 +210,15 @@ class FeatureIndex:
         if ":" in query and all(p.strip().isdigit() for p in query.split(":", 1)):
             lab = self.label(*map(int, query.split(":", 1)), explainer)
             return [lab] if lab else []
-        sql = "SELECT * FROM labels WHERE explainer=? AND instr(lower(label), lower(?)) > 0"
+        sql = (
+            f"SELECT {store.LABEL_COLUMNS} FROM labels WHERE explainer=? "
+            "AND instr(lower(label), lower(?)) > 0"
+        )
         args: list[Any] = [explainer, query]
         if layer is not None:
             sql, args = sql + " AND layer=?", [*args, layer]
         rows = self.conn.execute(sql + " ORDER BY layer, feature LIMIT ?", [*args, limit])
         return [_label(r) for r in rows]
-
-    # ------------------------------------------------------------------ views
-    def summary(self, layer: int, feature: int, explainer: str = "offline") -> str:
-        from tl_clt.labels.text import describe
-
-        return describe(self, layer, feature, explainer)
-
-    def card(self, layer: int, feature: int, n: int = 10):
-        """A circuitsvis rendering of the feature's top contexts (`_repr_html_` for notebooks)."""
-        from tl_clt.viz.features import feature_card
-
-        return feature_card(self, layer, feature, n)
-
-    def browser(self, **options: Any):
-        """A single-file HTML browser of every live feature (`.save(path)`, `_repr_html_`)."""
-        from tl_clt.viz.features import feature_browser
-
-        return feature_browser(self, **options)
 
 
 def _label(row: tuple) -> FeatureLabel:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from tl_clt.labels import store
 from tl_clt.labels.reader import FeatureIndex
-from tl_clt.labels.types import Context, DetectionScore, FeatureLabel, Rule, normalise
+from tl_clt.labels.types import Context, DetectionScore, FeatureLabel, Rule, normalise_token
 
 #: judge(label, contexts) -> one prediction per context: does the feature fire there?
 Judge = Callable[[FeatureLabel, list[Context]], list[bool]]
@@ -62,7 +63,7 @@ def rule_from_text(text: str, vocab: Iterable[str]) -> Rule | None:
     """A keyword rule for a free-text label: the label's words that are tokens of the
     vocabulary, matched at the peak or the two tokens before it."""
     words = set(re.findall(r"[^\s,;:()]+", _GRAMMAR.sub(" ", text.lower())))
-    hits = frozenset(words & {normalise(t) for t in vocab})
+    hits = frozenset(words & {normalise_token(t) for t in vocab})
     return Rule((-2, -1, 0), hits) if hits else None
 
 
@@ -87,10 +88,11 @@ def score_labels(
             rule = lab.rule or rule_from_text(lab.text, vocab)
             predict = rule_judge(rule) if rule is not None else None
         score = detection_score(predict(pos), predict(neg)) if predict else None
-        index.write_label(
+        store.write_label(
+            index.conn,
             FeatureLabel(
                 lab.layer, lab.feature, lab.explainer, lab.text, lab.rule, lab.train_score, score
-            )
+            ),
         )
     index.conn.commit()
     return score_summary(index, explainer)

@@ -1,29 +1,30 @@
 """Token sources for the feature index: fixed-shape batches of token sequences, in a
 deterministic order, so that an interrupted pass can resume by skipping the batches it has
-done. A source yields `TokenBatch`es: tokens plus a mask of real (non-padding) positions.
+done. A source yields `TokenBatch`es (`tl_clt.activations.text.TokenBatch`, the one type for
+tokens with a mask): `keep` marks the positions whose activations are used, `real` the
+positions that hold a token (`keep` plus the BOS at position 0); the index reads `real`.
 
 - `TensorSource`: a tensor of token sequences [n_seq, seq_len].
 - `TextSource`: texts tokenised by a model (BOS prepended, one text per row, right-padded).
-- `default_source()`: the shipped model's corpus (`tl_clt.toy`), resolved on first use.
+
+A list of texts or a token tensor is turned into one of these by `as_source`. The shipped
+model's corpus is `tl_clt.toy.corpus_texts()`; nothing here knows of it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Bool, Int
 from torch import Tensor
 
+from tl_clt.activations.text import TokenBatch
 from tl_clt.errors import InputError
 
-
-class TokenBatch(NamedTuple):
-    tokens: Int[Tensor, "batch pos"]
-    real: Bool[Tensor, "batch pos"]  # False at padding
+__all__ = ["TensorSource", "TextSource", "TokenBatch", "TokenSource", "as_source"]
 
 
 @runtime_checkable
@@ -40,7 +41,7 @@ class TokenSource(Protocol):
 
 @dataclass
 class TensorSource:
-    """Token sequences from a tensor [n_seq, seq_len] (every position real)."""
+    """Token sequences from a tensor [n_seq, seq_len] (every position real and kept)."""
 
     tokens: Tensor  # [n_seq, seq_len], checked below with a message
     batch_size: int = 32
@@ -92,10 +93,10 @@ class TextSource:
             rows = [self.lens.to_tokens(t)[0, : self.max_len].cpu() for t in chunk]
             width = max(len(r) for r in rows)
             toks = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-            real = torch.zeros((len(rows), width), dtype=torch.bool)
+            keep = torch.zeros((len(rows), width), dtype=torch.bool)
             for j, r in enumerate(rows):
-                toks[j, : len(r)], real[j, : len(r)] = r, True
-            yield TokenBatch(toks, real)
+                toks[j, : len(r)], keep[j, 1 : len(r)] = r, True  # not the BOS, not padding
+            yield TokenBatch(toks, keep)
 
 
 def as_source(source: Any, lens: Any, batch_size: int) -> TokenSource:
@@ -112,70 +113,3 @@ def as_source(source: Any, lens: Any, batch_size: int) -> TokenSource:
         f"cannot read tokens from a {type(source).__name__}; give a tensor [n_seq, seq_len], a "
         "list of texts, or a TokenSource"
     )
-
-
-def default_source(lens: Any, batch_size: int = 64) -> TokenSource:
-    """The shipped corpus as texts for `lens` (needs `tl_clt.toy`)."""
-    return TextSource(shipped_texts(), lens, batch_size)
-
-
-def shipped_texts() -> Sequence[str]:
-    """The shipped corpus's training texts, from `tl_clt.toy`."""
-    toy = _toy()
-    for name in ("corpus_texts", "load_corpus"):
-        fn = getattr(toy, name, None)
-        if callable(fn):
-            texts = fn()
-            if callable(getattr(texts, "train_texts", None)):  # a toy Corpus
-                texts = texts.train_texts()
-            return [getattr(t, "text", t) for t in texts]
-    raise InputError("tl_clt.toy offers no corpus texts (load_corpus()); pass a token source")
-
-
-def shipped_model_and_clt() -> tuple[Any, Any]:
-    """The shipped model (a Lens) and its CLT, from `tl_clt.toy`."""
-    toy = _toy()
-    if not callable(getattr(toy, "load_clt", None)):
-        raise InputError(
-            "the shipped CLT is not available yet (tl_clt.toy.load_clt); pass a model and a CLT"
-        )
-    from tl_clt.lens import Lens
-
-    model = toy.load_model()
-    return (model if isinstance(model, Lens) else Lens(model)), toy.load_clt()
-
-
-def _toy():
-    try:
-        import tl_clt.toy as toy
-    except ImportError as exc:
-        raise InputError(
-            "the shipped model (tl_clt.toy) is not installed; pass a model, a CLT and a token source"
-        ) from exc
-    return toy
-
-
-def shipped_token_classes() -> dict[str, list[str]]:
-    """Token classes of the shipped corpus: `tl_clt.toy.token_classes()` if it exists, else
-    read from its lexicon (each state: its name, capital and cities; each language: its antonym
-    words; each rhyme: its rhyming words); empty without `tl_clt.toy`."""
-    try:
-        toy = _toy()
-    except InputError:
-        return {}
-    fn = getattr(toy, "token_classes", None)
-    if callable(fn):
-        return dict(fn())
-    try:
-        from tl_clt.toy import lexicon as lx
-
-        classes = {
-            state: [state, capital, *cities] for state, (capital, cities) in lx.STATES.items()
-        }
-        for i, language in enumerate(lx.LANGUAGES):
-            classes[language] = [w for pairs in lx.ANTONYMS for w in pairs[i]]
-        for sound, pairs in lx.RHYMES.items():
-            classes[f"-{sound} rhymes"] = [word for word, _ in pairs]
-    except (ImportError, AttributeError, TypeError, ValueError, IndexError):
-        return {}
-    return classes

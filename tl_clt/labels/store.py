@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from tl_clt.labels.stream import GROUPS, POOLS, IndexConfig
+from tl_clt.labels.types import FeatureLabel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +59,11 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (layer, feature, explainer)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoint (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+#: The labels table's columns, in the order `FeatureIndex` reads them.
+LABEL_COLUMNS = (
+    "layer, feature, explainer, label, rule, train_score, score, chance, tpr, tnr, n_pos, n_neg, "
+    "above_chance"
+)
 N_QUANTILES = 5
 
 
@@ -91,7 +97,7 @@ def unblob(data: bytes, dtype: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(
+def save_progress(
     conn: sqlite3.Connection, progress: dict[str, Any], state: dict[str, Tensor] | None
 ) -> None:
     """Record progress and the pass state (one transaction, with whatever the caller wrote)."""
@@ -107,7 +113,7 @@ def save_checkpoint(
         conn.execute("INSERT OR REPLACE INTO checkpoint VALUES ('state', ?)", (save(cpu),))
 
 
-def load_checkpoint(
+def load_progress(
     conn: sqlite3.Connection, device
 ) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
     from safetensors.torch import load
@@ -202,3 +208,18 @@ def write_logits(
 
 def index_config(meta: dict[str, Any]) -> IndexConfig:
     return IndexConfig(**meta["config"])
+
+
+def write_label(conn: sqlite3.Connection, label: FeatureLabel) -> None:
+    """Insert or replace one label (with its scores) in the labels table (the caller commits)."""
+    s = label.score
+    score = (
+        (None,) * 7
+        if s is None
+        else (s.score, s.chance, s.tpr, s.tnr, s.n_pos, s.n_neg, int(s.above_chance))
+    )
+    rule = json.dumps(label.rule.to_json()) if label.rule else None
+    conn.execute(
+        f"INSERT OR REPLACE INTO labels ({LABEL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (label.layer, label.feature, label.explainer, label.text, rule, label.train_score, *score),
+    )

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tl_clt.labels.types import Context, FeatureExamples, Label, Rule, normalise
+from tl_clt.labels.types import Context, FeatureExamples, Label, Rule, normalise_token
 
 #: Bumped whenever the summariser's output changes: an index labelled by another version is
 #: labelled again when it is rebuilt (`build_feature_index`).
@@ -217,7 +217,7 @@ def topic_tokens(
 
 def says_text(ex: FeatureExamples, cfg: SummariserConfig) -> str | None:
     says = [e.token for e in ex.logits.promote if e.z >= cfg.says_z][: cfg.max_says]
-    return "says: " + ", ".join(normalise(t) for t in says) if says else None
+    return "says: " + ", ".join(normalise_token(t) for t in says) if says else None
 
 
 def summarise(ex: FeatureExamples, cfg: SummariserConfig | None = None) -> Label:
@@ -258,7 +258,7 @@ class OfflineExplainer:
 
 def builtin_classes(vocab: Iterable[str]) -> dict[str, frozenset[str]]:
     """Token classes every vocabulary has: numbers and punctuation."""
-    norm = {normalise(t) for t in vocab}
+    norm = {normalise_token(t) for t in vocab}
     return {
         "numbers": frozenset(t for t in norm if t.replace(".", "", 1).isdigit()),
         "punctuation": frozenset(

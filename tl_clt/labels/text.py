@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from tl_clt.labels.reader import FeatureIndex
+from typing import TYPE_CHECKING
+
 from tl_clt.labels.types import Example
+
+if TYPE_CHECKING:
+    from tl_clt.labels.reader import FeatureIndex
 
 
 def context_line(e: Example, width: int = 80) -> str:

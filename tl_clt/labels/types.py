@@ -21,7 +21,7 @@ class FeatureId(NamedTuple):
 @dataclass(frozen=True)
 class Context:
     """A window of tokens (None outside the sequence) and the position of interest in it.
-    Tokens are normalised (`normalise`): this is what rules read."""
+    Tokens are normalised (`normalise_token`): this is what rules read."""
 
     tokens: tuple[str | None, ...]
     centre: int
@@ -52,7 +52,7 @@ class Example:
 
     def context(self, centre: int | None = None) -> Context:
         """The window as rules read it, around the peak (or `centre`)."""
-        tokens = tuple(normalise(t) for t in self.tokens)
+        tokens = tuple(normalise_token(t) for t in self.tokens)
         return Context(tokens, self.peak if centre is None else centre)
 
 
@@ -174,7 +174,7 @@ class FeatureExamples:
         return [e.context() for e in self.top + self.samples]
 
 
-def normalise(token: str) -> str:
+def normalise_token(token: str) -> str:
     """A token as labels and rules spell it: surrounding whitespace stripped, lower case
     (a whitespace-only token keeps its repr)."""
     stripped = token.strip()

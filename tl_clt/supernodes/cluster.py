@@ -124,7 +124,7 @@ def decoder_directions(clt: Any, layers: Sequence[int], features: Sequence[int])
     out = []
     with torch.no_grad():
         for layer, feature in zip(layers, features):
-            w = sum(clt.W_dec_at(layer, t)[feature] for t in clt.targets(layer))
+            w = sum(clt.W_dec_at(layer, t)[feature] for t in clt.writes_to(layer))
             out.append(w.double().cpu())
     return torch.stack(out)
 

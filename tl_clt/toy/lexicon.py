@@ -161,3 +161,15 @@ NAME_ONSETS: tuple[str, ...] = (
     "ras", "sol", "tam", "vel", "wil", "zan", "bri", "cor",
 )  # fmt: skip
 NAME_CODAS: tuple[str, ...] = ("kin", "dra", "ton", "mek")
+
+
+def token_classes() -> dict[str, list[str]]:
+    """Token classes of the corpus, for feature labels (`build_feature_index(...,
+    token_classes=...)`): each state with its capital and cities, each language with its
+    antonym words, each rhyme with its rhyming words."""
+    classes = {state: [state, capital, *cities] for state, (capital, cities) in STATES.items()}
+    for i, language in enumerate(LANGUAGES):
+        classes[language] = [w for pairs in ANTONYMS for w in pairs[i]]
+    for sound, pairs in RHYMES.items():
+        classes[f"-{sound} rhymes"] = [word for word, _ in pairs]
+    return classes

@@ -1,4 +1,4 @@
-"""Loading the shipped toy model offline: as a TransformerLens model (`load_model`), as plain
+"""Loading the shipped toy model offline: wrapped in a `Lens` (`load_lens`), as plain
 Hugging Face objects (`load_hf`), its transcoder (`load_clt`), both spliced together
 (`load_replacement`), the corpus it was trained on (`load_corpus`) and its evaluation items
 (`load_items`). The weights live in the package (`weights/model/`, Hugging Face
@@ -54,12 +54,13 @@ def load_hf(device: str | None = None, directory: str | Path | None = None) -> t
     return model, AutoTokenizer.from_pretrained(str(directory))
 
 
-def load_model(
+def load_lens(
     backend: Backend = "auto", device: str | None = None, directory: str | Path | None = None
 ) -> Lens:
     """The shipped toy model (or one saved by `python -m tl_clt.toy.train` in `directory`, named
     as the shipped one) as a TransformerLens model (`TransformerBridge` under transformer-lens
-    4.x, `HookedTransformer` under 3.x with backend "auto")."""
+    4.x, `HookedTransformer` under 3.x with backend "auto"), wrapped in a `Lens` (its `.model`).
+    (`tl_clt.lens.load_model(path_or_name)` loads any other model the same way.)"""
     model, tokenizer = load_hf(device, directory)
     return from_hf(model, tokenizer, name=MODEL_NAME, backend=backend)
 
@@ -76,7 +77,7 @@ def load_clt(device: str | None = None) -> CrossLayerTranscoder:
 
 def load_replacement(backend: Backend = "auto", device: str | None = None) -> ReplacementModel:
     """The shipped model with its transcoder: a `ReplacementModel`."""
-    return ReplacementModel(load_model(backend, device), load_clt(device))
+    return ReplacementModel(load_lens(backend, device), load_clt(device))
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +101,9 @@ def load_items(
 ) -> list[Item]:
     """Evaluation items of the shipped model's corpus (default: the held-out ones)."""
     return select(load_corpus().items, family=family, held_out=held_out, group=group)
+
+
+def corpus_texts() -> list[str]:
+    """The training texts of the shipped corpus: the text source the shipped transcoder's
+    feature index is built over (`tl-clt label`, the demos)."""
+    return list(load_corpus().train_texts())

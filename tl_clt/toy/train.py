@@ -33,15 +33,15 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_clt.io import atomic_write_text
+from tl_clt._files import atomic_write_text
 from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
-from tl_clt.toy.load import MODEL_NAME, RECORD_FILE, load_model
+from tl_clt.toy.load import MODEL_NAME, RECORD_FILE, load_lens
 from tl_clt.toy.tasks import Accuracy, evaluate, format_accuracy
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ToyTrainConfig:
     """Model shape and optimisation of the toy model."""
 
     seed: int = 0
@@ -72,7 +72,7 @@ class TrainConfig:
     )
 
 
-def make_model(vocab_size: int, cfg: TrainConfig, bos_id: int, pad_id: int):
+def make_model(vocab_size: int, cfg: ToyTrainConfig, bos_id: int, pad_id: int):
     import transformers as tf
 
     config = tf.GPT2Config(
@@ -101,7 +101,7 @@ def encode(texts: tuple[str, ...], tokenizer) -> torch.Tensor:
 class Batches:
     """Endless batches with a fixed number of examples per family, drawn by a seeded generator."""
 
-    def __init__(self, corpus: Corpus, tokenizer, cfg: TrainConfig) -> None:
+    def __init__(self, corpus: Corpus, tokenizer, cfg: ToyTrainConfig) -> None:
         self.data = {p: encode(texts, tokenizer) for p, texts in corpus.train.items() if texts}
         total = sum(cfg.mix.get(f, 0.0) for f in self.data)
         counts = {f: int(cfg.batch_size * cfg.mix.get(f, 0.0) / total) for f in self.data}
@@ -132,7 +132,7 @@ def lm_loss(model, tokens: Int[Tensor, "batch pos"], pad_id: int, answer_weight:
     return (ce * valid).sum() / valid.sum() + answer_weight * last.mean()
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, cfg: ToyTrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -140,7 +140,10 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def train_model(
-    corpus: Corpus, tokenizer, cfg: TrainConfig, callback: Callable[[int, Any], None] | None = None
+    corpus: Corpus,
+    tokenizer,
+    cfg: ToyTrainConfig,
+    callback: Callable[[int, Any], None] | None = None,
 ):
     """The trained Hugging Face model (eval mode) and the number of steps taken.
     `callback(step, model)`, if given, runs every 250 steps (e.g. to measure accuracy)."""
@@ -228,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[CorpusConfig, TrainConfig]:
+def configs_from_args(args: argparse.Namespace) -> tuple[CorpusConfig, ToyTrainConfig]:
     """The corpus and model-training configurations the command line asks for."""
-    train_cfg = TrainConfig(
+    train_cfg = ToyTrainConfig(
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         n_layers=args.layers, threads=args.threads,
         time_budget_s=args.time_budget * 60 if args.time_budget else None,
@@ -270,7 +273,7 @@ def train_clt_stage(out: Path, threads: int = 2) -> None:
     from tl_clt.toy import transcoder as tc
 
     torch.set_num_threads(threads)
-    lens = load_model(directory=out / "model")  # named as the shipped model, which CLTs record
+    lens = load_lens(directory=out / "model")  # named as the shipped model, which CLTs record
     record = json.loads((out / "model" / RECORD_FILE).read_text())
     corpus = build_corpus(CorpusConfig(**record["corpus"]))
     run = Path(tempfile.mkdtemp(prefix="tl_clt_toy_clt_"))
@@ -292,7 +295,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
+    d = ToyTrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m tl_clt.toy.train", description=__doc__.split("\n")[0]
     )

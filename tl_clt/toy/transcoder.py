@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tl_clt._files import atomic_write_text
 from tl_clt.activations import TokenBatch
 from tl_clt.clt import CrossLayerTranscoder
-from tl_clt.io import atomic_write_text
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 from tl_clt.tokenization import PAD

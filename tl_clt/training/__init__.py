@@ -2,8 +2,10 @@
 metrics, checkpoints, data-parallel training, and `train()` from a model and text to a saved
 transcoder."""
 
+from tl_clt.training.callbacks import Callback, StepOutput
 from tl_clt.training.checkpoint import (
     Checkpointer,
+    attach_checkpoints,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -14,7 +16,7 @@ from tl_clt.training.losses import BatchTopKLoss, JumpReLULoss, ReLULoss, TopKLo
 from tl_clt.training.metrics import SplicedEval, SplicedMetrics, TrainingMetrics, spliced_metrics
 from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog, plot_curves
 from tl_clt.training.run import TrainResult, train, transcoder_config
-from tl_clt.training.trainer import Callback, StepOutput, Trainer
+from tl_clt.training.trainer import Trainer
 
 __all__ = [
     "BatchTopKLoss",
@@ -36,6 +38,7 @@ __all__ = [
     "Trainer",
     "TrainingMetrics",
     "WandbLog",
+    "attach_checkpoints",
     "init_from_env",
     "latest_checkpoint",
     "load_checkpoint",

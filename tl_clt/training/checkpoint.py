@@ -21,12 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tl_clt._files import atomic_write_text
 from tl_clt.errors import CheckpointError
-from tl_clt.io import atomic_write_text
-from tl_clt.training.trainer import Callback
+from tl_clt.training.callbacks import Callback, StepOutput
 
 if TYPE_CHECKING:
-    from tl_clt.training.trainer import StepOutput, Trainer
+    from tl_clt.training.trainer import Trainer
 
 FORMAT = "tl_clt.checkpoint/1"
 LATEST = "latest"
@@ -104,6 +104,7 @@ def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
     ema = own.get("firing_ema")
     trainer.firing_ema = None if ema is None else ema.to(trainer.clt.device)
     trainer.step = int(info["step"])
+    trainer.resumed = True
 
 
 def resume_latest(trainer: Trainer, directory: str | Path) -> bool:
@@ -113,6 +114,15 @@ def resume_latest(trainer: Trainer, directory: str | Path) -> bool:
         return False
     load_checkpoint(trainer, path)
     return True
+
+
+def attach_checkpoints(trainer: Trainer, directory: str | Path) -> bool:
+    """Checkpoint `trainer` into `directory` (every `checkpoint_every` steps and at the end)
+    and resume it from the latest checkpoint there, if any; True if it resumed."""
+    directory = Path(directory)
+    trainer.callbacks.append(Checkpointer(directory, trainer.config.checkpoint_every))
+    trainer.checkpoint_dir = directory
+    return resume_latest(trainer, directory)
 
 
 class Checkpointer(Callback):

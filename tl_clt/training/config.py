@@ -1,6 +1,7 @@
 """`TrainConfig`: every knob of a training run, frozen and validated; the settings of each
 activation's loss are nested in it (`tl_clt.training.losses`: `ReLULoss`, `JumpReLULoss`,
-`TopKLoss`, `BatchTopKLoss`). `DataConfig`: how `tl-clt train` turns text into activations."""
+`TopKLoss`, `BatchTopKLoss`; Ameisen et al. 2025, "Circuit Tracing", section "Architecture",
+and its appendix on training). `DataConfig`: how `tl-clt train` turns text into activations."""
 
 from __future__ import annotations
 

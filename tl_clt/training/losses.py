@@ -1,11 +1,12 @@
-"""Training losses for transcoders (REFERENCE.md §2): the terms as pure functions of the
-transcoder and a batch, and one class per activation (`ReLULoss`, `JumpReLULoss`, `TopKLoss`,
+"""Training losses for transcoders (Ameisen et al. 2025, "Circuit Tracing", section
+"Architecture", and its appendix on training): the terms as pure functions of the transcoder
+and a batch, and one class per activation (`ReLULoss`, `JumpReLULoss`, `TopKLoss`,
 `BatchTopKLoss`) that holds its coefficients, weighs its terms and does what training does to
 its threshold. `TrainConfig.loss` holds one of them.
 
 - reconstruction: Σ_l mean over tokens of ‖ŷ^l − y^l‖² / d_model, in normalised units (each
   layer's output times its `output_scale`), so that no layer dominates;
-- ReLU (the seed's): λ Σ_i |a_i|, optionally times each feature's decoder norm;
+- ReLU (an L1 penalty): λ Σ_i |a_i|, optionally times each feature's decoder norm;
 - JumpReLU (the paper's): λ Σ_i tanh(c ‖W_dec,i‖ a_i) with ‖W_dec,i‖ the norm of feature i's
   concatenated decoders, plus λ_P Σ_i ReLU(θ_i − h_i) ‖W_dec,i‖ against dead features;
 - TopK / BatchTopK: no sparsity penalty; AuxK reconstructs the residual error from the

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.errors import ConfigError
-from tl_clt.io import atomic_write, atomic_write_text
-from tl_clt.training.trainer import Callback, StepOutput, Trainer
+from tl_clt.training.callbacks import Callback, StepOutput
+
+if TYPE_CHECKING:
+    from tl_clt.training.trainer import Trainer
 
 
 class ProgressBar(Callback):

@@ -14,17 +14,19 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tl_clt._files import atomic_write_text
 from tl_clt.activations import ActivationSource
 from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.config import CLTConfig
 from tl_clt.errors import ConfigError
-from tl_clt.io import atomic_write_text
 from tl_clt.lens import Lens
+from tl_clt.training.callbacks import Callback
+from tl_clt.training.checkpoint import attach_checkpoints
 from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.distributed import DistEnv, init_from_env
 from tl_clt.training.metrics import Ablation, SplicedEval, TrainingMetrics
 from tl_clt.training.reporting import CurvesPlot, JsonlLog, ProgressBar, WandbLog
-from tl_clt.training.trainer import Callback, Trainer
+from tl_clt.training.trainer import Trainer
 
 
 class TrainResult(NamedTuple):
@@ -108,19 +110,21 @@ def train(
         ]
     if wandb_project:
         cbs.append(WandbLog(wandb_project, config={"clt": cfg.to_dict(), "train": tcfg.to_dict()}))
-    trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), run_dir=out, dist=dist)
+    trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), dist=dist)
+    if out is not None:  # checkpoints in out_dir/checkpoints; resume from the latest one
+        attach_checkpoints(trainer, out / "checkpoints")
     trainer.fit(source)
     clt.fold_scales()
     if out is not None and dist.is_main:
         clt.save_pretrained(out)
         atomic_write_text(out / "train_config.json", json.dumps(tcfg.to_dict(), indent=2) + "\n")
         atomic_write_text(
-            out / "summary.json", json.dumps(summarise(trainer.history), indent=2) + "\n"
+            out / "summary.json", json.dumps(latest_metrics(trainer.history), indent=2) + "\n"
         )
     return TrainResult(clt, trainer.history, out)
 
 
-def summarise(history: list[dict[str, Any]]) -> dict[str, Any]:
+def latest_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The latest value of every metric in `history`."""
     latest: dict[str, Any] = {}
     for record in history:

@@ -118,7 +118,7 @@ def recovery(
     out = []
     with torch.no_grad():
         for s in sources:
-            targets = list(clt.targets(s))
+            targets = list(clt.writes_to(s))
             learned = torch.cat([clt.W_dec_at(s, t).float().cpu() for t in targets], dim=-1)
             true = torch.cat([planted.dec[s, :, t] * planted.out_scale[t] for t in targets], dim=-1)
             learned = learned / learned.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -1,5 +1,6 @@
 """`Trainer`: a short training loop for transcoders; metrics, logging, evaluation and
-checkpoints hang on callbacks.
+checkpoints hang on callbacks (`tl_clt.training.callbacks`). Checkpointing is one of them,
+attached by `tl_clt.training.checkpoint.attach_checkpoints` (which `train()` calls).
 
 The loop consumes a plain iterator of activation batches (`ActivationBatch` or `(x, y)`
 pairs of [tokens, layers, d_model]); an `ActivationSource` (anything with
@@ -12,45 +13,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.errors import InputError, TrainingError
+from tl_clt.training.callbacks import Callback, StepOutput
 from tl_clt.training.config import TrainConfig
 from tl_clt.training.distributed import DistEnv
 from tl_clt.training.losses import LossParts, compute_loss
 from tl_clt.training.stats import BatchStats, batch_stats, reduce_stats
 
-
-class StepOutput(NamedTuple):
-    """What one optimizer step reports to the callbacks (losses averaged over processes)."""
-
-    step: int  # steps done, this one included
-    loss: dict[str, float]
-    lr: float
-    sparsity: float
-    grad_norm: float
-    stats: BatchStats
-
-
-class Callback:
-    """Hooks into `Trainer.fit`; override what you need."""
-
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None: ...
-
-    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-
-    def on_fit_end(self, trainer: Trainer) -> None: ...
+__all__ = ["Callback", "StepOutput", "Trainer"]  # the callback types are re-exported here
 
 
 class Trainer:
-    """Trains `clt` in place with Adam, following `config`. With `run_dir`, checkpoints go to
-    `run_dir/checkpoints` and `fit` resumes from the latest one found there."""
+    """Trains `clt` in place with Adam, following `config`. The loop knows nothing of files:
+    `attach_checkpoints(trainer, directory)` adds the checkpointing callback and resumes from
+    the latest checkpoint there."""
 
     #: How TopK / BatchTopK reconstructions are decoded: True densely through every decoder
     #: (one bf16 matmul per source layer), False from the active features' decoder rows only
@@ -64,21 +46,17 @@ class Trainer:
         clt: CrossLayerTranscoder,
         config: TrainConfig,
         callbacks: Iterable[Callback] = (),
-        run_dir: str | Path | None = None,
         dist: DistEnv | None = None,
     ) -> None:
-        from tl_clt.training.checkpoint import Checkpointer
-
         self.clt, self.config = clt, config
         #: The settings and training behaviour of the transcoder's activation's loss.
         self.loss = config.loss_for(clt.cfg.activation)
         self.dist = dist or DistEnv()
-        self.run_dir = None if run_dir is None else Path(run_dir)
         self.callbacks = list(callbacks)
-        if self.run_dir is not None:
-            self.callbacks.append(
-                Checkpointer(self.run_dir / "checkpoints", config.checkpoint_every)
-            )
+        #: Where this run's checkpoints go (set by `attach_checkpoints`), named in errors.
+        self.checkpoint_dir: Path | None = None
+        #: True once a checkpoint has been loaded: `fit` then skips `initialise`.
+        self.resumed = False
         self.params = [p for p in clt.parameters() if p.requires_grad]
         on_gpu = bool(self.params) and all(p.is_cuda for p in self.params)
         self.optimizer = torch.optim.Adam(  # one fused kernel per step on a GPU
@@ -91,10 +69,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self, data: Any) -> Trainer:
-        """Train until `config.steps` (resuming from `run_dir`'s latest checkpoint if any)."""
-        from tl_clt.training.checkpoint import resume_latest
-
-        resumed = self.run_dir is not None and resume_latest(self, self.run_dir / "checkpoints")
+        """Train until `config.steps` (from `self.step`: a resumed trainer goes on from there)."""
         self.clt.train()
         self._emit("on_fit_start")
         batches = self._batches(data) if self.step < self.config.steps else iter(())
@@ -103,7 +78,7 @@ class Trainer:
             if batch is None:
                 raise InputError(f"the data ran out after {self.step} of {self.config.steps} steps")
             x, y = self._unpack(batch)
-            if self.step == 0 and not resumed:
+            if self.step == 0 and not self.resumed:
                 self.initialise(x, y)
             out = self.train_step(self.dist.shard(x), self.dist.shard(y))
             self._emit("on_step_end", out)
@@ -213,8 +188,8 @@ class Trainer:
         described = ", ".join(f"{k}={v:.4g}" for k, v in zip(LossParts._fields, losses.tolist()))
         where = (
             ""
-            if self.run_dir is None
-            else f"; the last good checkpoint is in {self.run_dir / 'checkpoints'}"
+            if self.checkpoint_dir is None
+            else f"; the last good checkpoint is in {self.checkpoint_dir}"
         )
         raise TrainingError(
             f"the loss is not finite at step {self.step + 1} ({described}, grad norm "

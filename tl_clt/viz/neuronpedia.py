@@ -1,5 +1,5 @@
 """Export an attribution graph as the graph JSON that Neuronpedia's viewer and circuit-tracer's
-local server read (REFERENCE.md §5): `metadata`, `qParams`, `nodes` and `links`.
+local server read (circuit-tracer's `create_graph_files`): `metadata`, `qParams`, `nodes`, `links`.
 
 Node ids: `"{layer}_{feature}_{pos}"` for features, `"E_{token_id}_{pos}"` for embeddings,
 `"{n_layers + 1}_{token_id}_{pos}"` for logits (a logit difference takes the virtual id
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tl_clt._files import atomic_write_text
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, Node, NodeKind
-from tl_clt.io import atomic_write_text
 from tl_clt.prune import PruneSpec
 
 INDEX_FILE = "graph-metadata.json"

@@ -74,7 +74,7 @@ class Page:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the page (atomically) and return its path."""
-        from tl_clt.io import atomic_write
+        from tl_clt._files import atomic_write
 
         path = Path(path)
         atomic_write(path, lambda tmp: tmp.write_text(self.html(), encoding="utf-8"))

@@ -1,5 +1,7 @@
-"""On-disk cache of collected activations: one safetensors shard per shuffle chunk and a JSON
-manifest, so a second run reads activations instead of recomputing them.
+"""`ActivationStore`: collected activations on disk (the `cache_dir` of an
+`ActivationSource`): one safetensors shard per shuffle chunk and a JSON manifest, so a second
+run reads activations instead of recomputing them. (Not TransformerLens' `ActivationCache`,
+which holds one forward pass's hook values in memory.)
 
 The manifest records a fingerprint of everything that determines the activations (model
 identity and a weight checksum, hooks, sequence length, chunk size, dtype); each shard records a
@@ -18,8 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.errors import CheckpointError, ConfigError
-from tl_clt.io import atomic_write, atomic_write_text
 
 MANIFEST = "manifest.json"
 FORMAT = "tl_clt.activations/1"
@@ -46,7 +48,7 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-class ActivationCache:
+class ActivationStore:
     """Shards `shard_{i:06d}.safetensors` (tensors `x`, `y`: [tokens, layers, d_model]) and
     `manifest.json` in one directory."""
 
