@@ -83,7 +83,7 @@ def test_training_forward_is_the_inference_encode_and_decode(architecture, activ
     fwd = losses.forward(clt, x, clt.activation)
     assert fired == []
     recon = clt(x)
-    assert fired == ["blocks.0.hook_features"]
+    assert fired == ["clt.blocks.0.hook_features"]  # hook points carry their clt. names
     torch.testing.assert_close(fwd.recon, recon, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(fwd.features.dense(F), clt.encode(x))
     torch.testing.assert_close(clt.encode(x, hooks=False), clt.encode(x))

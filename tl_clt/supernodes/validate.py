@@ -111,6 +111,7 @@ def _relative(pred: Sequence[float], meas: Sequence[float]) -> float:
 def validate_supernodes(
     replacement,
     grouped: GroupedGraph,
+    *,
     target: int | None = None,
     scale: float = 0.0,
     how: How = "total",
