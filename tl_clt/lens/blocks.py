@@ -8,7 +8,8 @@ family and another elsewhere:
 - input: the pre-MLP norm's normalised output (`ln2.hook_normalized`); for parallel blocks
   whose MLP shares `ln1` (GPT-J, Phi under 4.x), `ln1.hook_normalized`; for blocks with no
   pre-MLP norm (OLMo-2, which normalises after attention and after the MLP), the residual
-  stream the MLP reads (`hook_resid_mid`).
+  stream the MLP reads (`hook_resid_mid`). A 4.x norm with no weight (OLMo's LayerNorm) is read
+  at its output, which is its normalised value and, unlike `hook_normalized`, can be held.
 - output: what the MLP adds to the residual stream, after any post-MLP norm (Gemma-2/3's
   `ln2_post`, OLMo-2's post-MLP norm): `hook_mlp_out` under 3.x, `ln2_post.hook_out` where a
   4.x block has one.
@@ -78,6 +79,9 @@ def _bridge_sites(lens: Any) -> MLPSites:
             f"cannot tell where {lens.name}'s MLPs read their input (a parallel block with no "
             "ln1 or ln2); tl_clt supports blocks whose MLP reads a norm's output or the residual"
         )
+    if sites.input_norm is not None and _weightless(getattr(block, sites.input_norm)):
+        # its output is its normalised value, and only its output can be held (held_hooks)
+        sites = MLPSites(f"{sites.input_norm}.hook_out", output, sites.input_norm)
     _check_bridge_input(lens, sites)
     return sites
 
@@ -149,8 +153,15 @@ def held_hooks(lens: Any, values: dict[str, Tensor]) -> list[Hook]:
 
 
 def _held(value: Tensor) -> Callable[..., Tensor]:
+    """Holds `value` over a batch of runs: broadcast over the batch, or repeated where the hook
+    flattens batch and positions into its first dimension (3.x's query/key norm scales)."""
+
     def hook(x: Tensor, hook: Any) -> Tensor:
-        return value.expand_as(x) if value.shape != x.shape else value
+        if value.shape == x.shape:
+            return value
+        if value.shape[1:] == x.shape[1:] and x.shape[0] % value.shape[0] == 0:
+            return value.repeat(x.shape[0] // value.shape[0], *[1] * (value.dim() - 1))
+        return value.expand_as(x)
 
     return hook
 
@@ -163,10 +174,15 @@ def _weightless_bridge_norm(lens: Any, name: str) -> Any:
         norm = lens.model.get_submodule(path)
     except AttributeError:
         return None
+    return norm if _weightless(norm) else None
+
+
+def _weightless(norm: Any) -> bool:
+    """A 4.x norm bridge around a norm with no weight (which it would apply itself)."""
     component = getattr(norm, "original_component", None)
     if component is None or getattr(component, "weight", None) is not None:
-        return None
-    return None if _overrides_affine(norm) else norm
+        return False
+    return not _overrides_affine(norm)
 
 
 def _overrides_affine(norm: Any) -> bool:
