@@ -86,8 +86,13 @@ class Lens:
         if self.is_bridge and getattr(self.model, "_weights_processed", False):
             fold_ln = fold_ln or bool(getattr(self.model.adapter, "_fold_ln_requested", False))
         with torch.no_grad():
-            writers = [self.W_E] + [w for i in range(self.n_layers) for w in mlp_writers(self, i)]
-            centred = all(bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers)
+            per_layer = [mlp_writers(self, i) for i in range(self.n_layers)]
+            writers = [self.W_E] + [w for ws in per_layer for w in ws]
+            # a block whose output weights are not exposed (4.x mixture of experts) counts as
+            # not centred, so that the identity is the same every time it is read
+            centred = all(per_layer) and all(
+                bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers
+            )
             unembed = bool(self.W_U.float().mean(-1).abs().max() < 1e-6)
         return WeightProcessing(
             fold_ln=fold_ln, center_writing_weights=centred, center_unembed=unembed
