@@ -114,6 +114,38 @@ def clean(rm, family, tokens):
     return logits.detach(), x, y, acts, errors, {n: cache[n].detach() for n in frozen}
 
 
+def hold(lens, family, values):
+    """Plain hooks holding each recorded pattern and scale over a batch of runs (repeated where
+    3.x flattens batch, position and head into one dimension). OLMo's LayerNorm has no weight,
+    and 4.x cannot recompute such a norm from an edited scale: its output is set by hand to its
+    centred input over the held scale."""
+
+    def held(value):
+        def hook(x, hook):
+            if value.shape == x.shape:
+                return value
+            if value.shape[1:] == x.shape[1:]:
+                return value.repeat(x.shape[0] // value.shape[0], *[1] * (x.dim() - 1))
+            return value.expand_as(x)
+
+        return hook
+
+    hooks, inputs = [], {}
+    for name, value in values.items():
+        if not (TL_MAJOR >= 4 and family == "olmo" and name.endswith("hook_scale")):
+            hooks.append((name, held(value)))
+            continue
+        norm = name.removesuffix(".hook_scale")
+
+        def centred(out, hook, norm=norm, scale=value):
+            x = inputs[norm]
+            return (x - x.mean(-1, keepdim=True)) / scale
+
+        hooks.append((f"{norm}.hook_in", lambda x, hook, norm=norm: inputs.__setitem__(norm, x)))
+        hooks.append((f"{norm}.hook_out", centred))
+    return hooks
+
+
 def recon(clt, acts, t):
     return sum(acts[s] @ clt.W_dec_at(s, t) for s in clt.reads_from(t)) + clt.b_dec[t]
 
@@ -173,7 +205,7 @@ def measured_edges(rm, family, graph):
         return e
 
     L = lens.n_layers
-    hooks = lens.held(frozen)
+    hooks = hold(lens, family, frozen)
     hooks += [(outs[ly], lambda o, hook, ly=ly: y[ly] - delta[ly]) for ly in range(L)]
     hooks += [(ins[ly], lambda v, hook, ly=ly: seen.__setitem__(ly, v)) for ly in range(L)]
     hooks += [(name, zero) for name in lens.embeddings()]
@@ -228,7 +260,9 @@ def frozen_model_is_linear(lens, family, tokens, y, frozen) -> Linear:
 
     def run(c):
         seen = {}
-        hooks = lens.held(frozen) + [(o, lambda v, hook, ly=ly: y[ly]) for ly, o in enumerate(outs)]
+        hooks = hold(lens, family, frozen) + [
+            (o, lambda v, hook, ly=ly: y[ly]) for ly, o in enumerate(outs)
+        ]
         hooks += [(ins[-1], lambda v, hook: seen.__setitem__("x", v))]
         with torch.no_grad():
             logits = lens.run(tokens, hooks + [(lens.embeddings()[0], lambda e, hook: c * e)])
@@ -283,7 +317,7 @@ def intervention_by_hand(rm, family, mode):
             return recon(clt, live, ly) + errors[ly]
         return o + recon(clt, live, ly) - recon(clt, base, ly)  # the live error term
 
-    hooks = lens.held(frozen) if mode == "constrained" else []
+    hooks = hold(lens, family, frozen) if mode == "constrained" else []
     hooks += [(ins[ly], lambda v, hook, ly=ly: read(v, hook, ly)) for ly in range(L)]
     hooks += [(outs[ly], lambda o, hook, ly=ly: write(o, hook, ly)) for ly in range(L)]
     with torch.no_grad():

@@ -42,7 +42,6 @@ def hf_config(
         vocab_size=d_vocab,
         max_position_embeddings=n_ctx,
     )
-    # fmt: skip
     gpt = dict(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_inner=d_mlp,
                vocab_size=d_vocab, n_positions=n_ctx, bos_token_id=0, eos_token_id=0)  # fmt: skip
     windowed = dict(num_key_value_heads=kv, head_dim=d_head, sliding_window=4,
