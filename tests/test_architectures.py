@@ -362,3 +362,15 @@ def training_losses(family):
         with torch.no_grad():
             losses.append(nmse(clt))
     return losses
+
+
+def test_a_block_whose_mlp_input_is_not_the_chosen_hook_is_refused():
+    """The Lens does not guess: where the MLP does not read what the rules name, it refuses."""
+    _, lens = build("gpt2", torch.float32)
+    if TL_MAJOR >= 4:  # checked on a forward pass: here the MLP reads ln2's output plus one
+        lens.model.blocks[0].mlp.hook_in.add_hook(lambda x, hook: x + 1.0, is_permanent=True)
+        with pytest.raises(UnsupportedModelError, match="MLP's input is not the output of ln2"):
+            lens.mlp_in(0)
+    else:  # decided from the config: a post-norm architecture has no pre-MLP norm
+        lens.model.cfg.original_architecture = "Olmo2ForCausalLM"
+        assert lens.mlp_in(0) == "blocks.0.hook_resid_mid"
