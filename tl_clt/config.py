@@ -89,9 +89,11 @@ class CLTConfig:
             token and layer on average over a batch; a per-layer threshold at inference).
         k: active features per token and layer for "topk" and "batchtopk"; None otherwise.
         threshold_init: initial JumpReLU / BatchTopK threshold.
-        input_hook: per-layer hook the encoders read ("ln2.hook_normalized" is the MLP's
-            normalised input; "hook_resid_mid" is the residual stream before ln2).
-        output_hook: per-layer hook the decoders reconstruct ("hook_mlp_out").
+        input_hook: what the encoders read at each layer ("ln2.hook_normalized": the MLP's
+            normalised input; "hook_resid_mid": the residual stream before the pre-MLP norm);
+            `Lens.mlp_in` picks the hook that carries it in each family.
+        output_hook: what the decoders reconstruct ("hook_mlp_out": what the MLP adds to the
+            residual stream, after any post-MLP norm; `Lens.mlp_out`).
         dtype: parameter dtype.
         model: identity of the model this transcoder was made for, or None if unknown.
     """

@@ -139,8 +139,7 @@ class SpliceRun:
         lens, cfg, sp = self.lens, self.clt.cfg, self.splice
         out: list[Hook] = []
         if sp.freeze is not None:
-            held = {**sp.freeze.patterns, **sp.freeze.scales}
-            out += [(name, _held(value)) for name, value in held.items()]
+            out += lens.held({**sp.freeze.patterns, **sp.freeze.scales})
         layers = range(self.n_layers) if sp.layers is None else sp.layers
         for layer in layers:
             out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read, layer=layer)))
@@ -203,10 +202,3 @@ class SpliceRun:
         err = clt.blocks[layer].hook_error(err)
         self.errors[layer] = err
         return recon + err
-
-
-def _held(value: Tensor) -> Callable[..., Tensor]:
-    def hook(x: Tensor, hook: Any) -> Tensor:
-        return value.expand_as(x) if value.shape != x.shape else value
-
-    return hook

@@ -1,5 +1,6 @@
 """The one interface over TransformerLens: `HookedTransformer` (3.x) and `TransformerBridge`
-(4.x), GPT-2-style, Llama-style and parallel-block models. Everything version- or
+(4.x), for the families in docs/your-model.md (sequential, parallel, post-norm and
+mixture-of-experts blocks). Everything version- or
 architecture-specific about TransformerLens lives in this package and nowhere else."""
 
 from tl_clt.lens.adapter import TL_MAJOR, HookedRootModule, HookPoint, Lens

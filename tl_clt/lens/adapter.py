@@ -21,6 +21,7 @@ from transformer_lens.hook_points import HookPoint
 
 from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
 from tl_clt.errors import InputError, TLCLTWarning, UnknownHookError
+from tl_clt.lens.blocks import MLPSites, held_hooks, mlp_writers, resolve_mlp_sites
 
 TL_MAJOR = int(version("transformer-lens").split(".")[0])
 
@@ -55,6 +56,7 @@ class Lens:
         self.is_bridge: bool = type(model).__name__ == "TransformerBridge"
         self._canonical = {name: hp.name or name for name, hp in model.hook_dict.items()}
         self._weight_processing = weight_processing
+        self._sites: MLPSites | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -84,8 +86,13 @@ class Lens:
         if self.is_bridge and getattr(self.model, "_weights_processed", False):
             fold_ln = fold_ln or bool(getattr(self.model.adapter, "_fold_ln_requested", False))
         with torch.no_grad():
-            writers = [self.W_E] + [self.model.blocks[i].mlp.W_out for i in range(self.n_layers)]
-            centred = all(bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers)
+            per_layer = [mlp_writers(self, i) for i in range(self.n_layers)]
+            writers = [self.W_E] + [w for ws in per_layer for w in ws]
+            # a block whose output weights are not exposed (4.x mixture of experts) counts as
+            # not centred, so that the identity is the same every time it is read
+            centred = all(per_layer) and all(
+                bool(w.float().mean(-1).abs().max() < 1e-6) for w in writers
+            )
             unembed = bool(self.W_U.float().mean(-1).abs().max() < 1e-6)
         return WeightProcessing(
             fold_ln=fold_ln, center_writing_weights=centred, center_unembed=unembed
@@ -124,7 +131,11 @@ class Lens:
         return self.hook(f"blocks.{layer}.{site}")
 
     def mlp_in(self, layer: int, site: str = "ln2.hook_normalized") -> str:
-        """Hook of the MLP's input at `layer` (`site` is one of config.INPUT_HOOKS)."""
+        """Hook of the MLP's input at `layer`. `site` (one of config.INPUT_HOOKS) says what is
+        read, whatever the family names it: "ln2.hook_normalized" the MLP's normalised input
+        (the pre-MLP norm's output before its weight; for a block with no pre-MLP norm, the
+        residual stream the MLP reads), "hook_resid_mid" the residual stream before the
+        pre-MLP norm (`mlp_sites` says which hook each is)."""
         if site not in INPUT_HOOKS:
             raise UnknownHookError(f"unknown MLP input site {site!r}; choose from {INPUT_HOOKS}")
         if site == "hook_resid_mid" and self.parallel:
@@ -132,12 +143,22 @@ class Lens:
                 "this model runs attention and MLP in parallel, so it has no hook_resid_mid; "
                 "read the MLP input at 'ln2.hook_normalized' instead"
             )
-        return self._layer_hook(layer, site)
+        return self._layer_hook(layer, self.mlp_sites().normalized if site != "hook_resid_mid"
+                                else "hook_resid_mid")  # fmt: skip
 
     def mlp_out(self, layer: int, site: str = "hook_mlp_out") -> str:
+        """Hook of what the MLP adds to the residual stream at `layer` (after any post-MLP
+        norm)."""
         if site not in OUTPUT_HOOKS:
             raise UnknownHookError(f"unknown MLP output site {site!r}; choose from {OUTPUT_HOOKS}")
-        return self._layer_hook(layer, site)
+        return self._layer_hook(layer, self.mlp_sites().output)
+
+    def mlp_sites(self) -> MLPSites:
+        """Where this model's blocks read the MLP's input and write its output, chosen from what
+        the blocks compute (`tl_clt.lens.blocks`)."""
+        if self._sites is None:
+            self._sites = resolve_mlp_sites(self)
+        return self._sites
 
     def attn_pattern(self, layer: int) -> str:
         return self._layer_hook(layer, "attn.hook_pattern")
@@ -160,6 +181,11 @@ class Lens:
                 seen.add(canon)
                 out.append(name)
         return out
+
+    def held(self, values: dict[str, Tensor]) -> list[Hook]:
+        """Hooks that hold each named activation (attention patterns, norm scales) at the given
+        value, broadcast over the batch (see `tl_clt.lens.blocks.held_hooks`)."""
+        return held_hooks(self, values)
 
     def embeddings(self) -> list[str]:
         """Hooks whose outputs sum to what a token contributes to the residual stream."""

@@ -1,6 +1,6 @@
-"""Building TransformerLens models without the hub: from a Hugging Face model object (GPT-2,
-Llama and GPT-NeoX families, which cover GPT-2-style, Llama-style and parallel blocks), from a
-local checkpoint directory, or as a tiny random model for tests."""
+"""Building TransformerLens models without the hub: from a Hugging Face model object of any
+architecture the installed TransformerLens supports, from a local checkpoint directory, or as a
+tiny random model of one of `tl_clt.lens.families.FAMILIES` for tests."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 
 from tl_clt.errors import UnsupportedModelError
 from tl_clt.lens.adapter import TL_MAJOR, Lens
+from tl_clt.lens.families import Family, hf_config, hooked_config
 
-Family = Literal["gpt2", "llama", "neox"]
 Backend = Literal["auto", "hooked", "bridge"]
 
 
@@ -42,70 +42,31 @@ def from_hf(
 
 
 def _hooked_from_hf(hf_model: Any, tokenizer: Any, name: str):
+    """A `HookedTransformer` (TransformerLens 3.x) with the weights of `hf_model`, for any
+    architecture 3.x converts (`tl_clt.lens.families.hooked_config`), unprocessed."""
     if TL_MAJOR >= 4:
         raise UnsupportedModelError(
             "HookedTransformer was removed in transformer-lens 4; use backend='bridge'"
         )
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import (
-        convert_gpt2_weights,
-        convert_llama_weights,
-        convert_neox_weights,
-    )
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
 
     c = hf_model.config
-    arch = (c.architectures or [type(hf_model).__name__])[0]
-    common: dict[str, Any] = {
-        "model_name": name,
-        "original_architecture": arch,
-        "dtype": hf_model.dtype,
-    }
-    if arch == "GPT2LMHeadModel":
-        cfg = dict(
-            d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head,
-            d_mlp=c.n_inner or 4 * c.n_embd, n_layers=c.n_layer, n_ctx=c.n_positions,
-            eps=c.layer_norm_epsilon, d_vocab=c.vocab_size, act_fn=c.activation_function,
-            normalization_type="LN",
-            scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
-        )  # fmt: skip
-        convert = convert_gpt2_weights
-    elif arch == "LlamaForCausalLM":
-        d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        kv = c.num_key_value_heads
-        cfg = dict(
-            d_model=c.hidden_size, n_heads=c.num_attention_heads, d_head=d_head,
-            d_mlp=c.intermediate_size, n_layers=c.num_hidden_layers,
-            n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps, d_vocab=c.vocab_size,
-            act_fn=c.hidden_act, normalization_type="RMS", positional_embedding_type="rotary",
-            rotary_adjacent_pairs=False, rotary_dim=d_head, rotary_base=_rope_theta(c),
-            final_rms=True, gated_mlp=True,
-            n_key_value_heads=kv if kv != c.num_attention_heads else None,
-        )  # fmt: skip
-        convert = convert_llama_weights
-    elif arch == "GPTNeoXForCausalLM":
-        d_head = c.hidden_size // c.num_attention_heads
-        pct = getattr(c, "rotary_pct", None) or (getattr(c, "rope_parameters", None) or {}).get(
-            "partial_rotary_factor", 1.0
-        )
-        cfg = dict(
-            d_model=c.hidden_size, n_heads=c.num_attention_heads, d_head=d_head,
-            d_mlp=c.intermediate_size, n_layers=c.num_hidden_layers,
-            n_ctx=c.max_position_embeddings, eps=c.layer_norm_eps, d_vocab=c.vocab_size,
-            act_fn=c.hidden_act, normalization_type="LN", positional_embedding_type="rotary",
-            rotary_adjacent_pairs=False, rotary_dim=round(pct * d_head),
-            rotary_base=_rope_theta(c), parallel_attn_mlp=c.use_parallel_residual,
-        )  # fmt: skip
-        convert = convert_neox_weights
-    else:
+    arch = (getattr(c, "architectures", None) or [type(hf_model).__name__])[0]
+    fields, directory = hooked_config(c, arch)
+    fields.update(model_name=name, original_architecture=arch, dtype=hf_model.dtype,
+                  tokenizer_name=None, init_weights=False)  # fmt: skip
+    tl_cfg = HookedTransformerConfig(**fields)
+    try:
+        state = get_pretrained_state_dict(directory, tl_cfg, hf_model, dtype=hf_model.dtype)
+    except (NotImplementedError, ValueError, KeyError) as exc:
         raise UnsupportedModelError(
-            f"building a HookedTransformer from a {arch} needs a config mapping tl_clt does not "
-            "have (GPT2LMHeadModel, LlamaForCausalLM, GPTNeoXForCausalLM are supported); load "
-            "it with HookedTransformer.from_pretrained and wrap it in tl_clt.lens.Lens"
-        )
-    tl_cfg = HookedTransformerConfig(**cfg, **common)
+            f"TransformerLens 3.x cannot convert the weights of a {arch} ({exc}); use "
+            "TransformerLens 4.x (TransformerBridge)"
+        ) from exc
     model = HookedTransformer(tl_cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_and_process_state_dict(
-        convert(hf_model, tl_cfg),
+        state,
         fold_ln=False,
         center_writing_weights=False,
         center_unembed=False,
@@ -113,13 +74,6 @@ def _hooked_from_hf(hf_model: Any, tokenizer: Any, name: str):
         refactor_factored_attn_matrices=False,
     )
     return model.to(next(hf_model.parameters()).device)
-
-
-def _rope_theta(c: Any) -> float:
-    theta = getattr(c, "rope_theta", None)
-    if theta is None:
-        theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-    return float(theta)
 
 
 def load_model(
@@ -158,32 +112,7 @@ def tiny_hf_model(
 ):
     """A small random Hugging Face model of a family; norm weights and biases are perturbed so
     that no test passes by accident of an identity norm."""
-    import transformers as tf
-
-    if family == "gpt2":
-        config = tf.GPT2Config(
-            n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_inner=d_mlp, vocab_size=d_vocab,
-            n_positions=n_ctx, activation_function="gelu_new", architectures=["GPT2LMHeadModel"],
-            bos_token_id=0, eos_token_id=0,
-        )  # fmt: skip
-        cls = tf.GPT2LMHeadModel
-    elif family == "llama":
-        config = tf.LlamaConfig(
-            num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
-            num_key_value_heads=n_heads, intermediate_size=d_mlp, vocab_size=d_vocab,
-            max_position_embeddings=n_ctx, rms_norm_eps=1e-5, architectures=["LlamaForCausalLM"],
-        )  # fmt: skip
-        cls = tf.LlamaForCausalLM
-    elif family == "neox":
-        config = tf.GPTNeoXConfig(
-            num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
-            intermediate_size=d_mlp, vocab_size=d_vocab, max_position_embeddings=n_ctx,
-            use_parallel_residual=True, rotary_pct=1.0, hidden_act="gelu",
-            architectures=["GPTNeoXForCausalLM"],
-        )  # fmt: skip
-        cls = tf.GPTNeoXForCausalLM
-    else:
-        raise UnsupportedModelError(f"unknown family {family!r}; choose gpt2, llama or neox")
+    config, cls = hf_config(family, n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
