@@ -97,14 +97,17 @@ def token_id(lens: Any, token: str | int, vocab: int | None = None) -> int:
     """The id of one token named by its text or id: text must encode as exactly one token of
     the vocabulary; an id must lie in [0, vocab) (default: the model's d_vocab).
 
-    Text is encoded on its own, as given and without BOS: the way it would be tokenised after
-    the prompt if the prompt's text ended where it starts. With a subword tokenizer a word
+    Text is encoded on its own, as given, by the tokenizer without special tokens (no BOS):
+    the way it would be tokenised after the prompt if the prompt's text ended where it
+    starts; whitespace is kept ("\n" is a newline token where the vocabulary has one). With a subword tokenizer a word
     after a space is a different token from the same word at the start of a text (" Paris"
     and "Paris" in GPT-2's byte-level BPE; SentencePiece adds the space itself); text that is
     several tokens is refused (an `InputError` naming them), never cut to its first token."""
     vocab = lens.d_vocab if vocab is None else vocab
     if isinstance(token, str):
-        ids = lens.to_tokens(token, prepend_bos=False)[0].tolist()
+        if lens.tokenizer is None:
+            raise InputError(f"target {token!r}: the model has no tokenizer; name the token's id")
+        ids = list(lens.tokenizer(token, add_special_tokens=False)["input_ids"])
         if len(ids) != 1:
             texts = lens.token_texts(ids)
             parts = ", ".join(f"{visible(t)!r} (id {i})" for t, i in zip(texts, ids))
