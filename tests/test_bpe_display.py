@@ -107,7 +107,7 @@ def test_graph_page_shows_decoded_tokens(bpe):
     assert any("top contexts" in d for d in details.values())  # a feature card was drawn
 
 
-def test_feature_card_browser_prompt_and_text_show_decoded_contexts(bpe):
+def test_feature_card_browser_prompt_and_text_show_decoded_contexts(bpe, capsys):
     rm, index, tmp = bpe
     lens = rm.lens
     layer, feature = _labelled_features(index, 1)[0]
@@ -136,6 +136,8 @@ def test_feature_card_browser_prompt_and_text_show_decoded_contexts(bpe):
     described = describe(index, layer, feature, n=1)
     _clean([described])
     assert marked[:60] in described and f"{promoted[0]!r}" in described
+    assert main(["feature", f"{layer}:{feature}", "--index", str(index.path), "-n", "1"]) == 0
+    assert capsys.readouterr().out.strip() == described
     ex = index.feature_examples(layer, feature)
     text = explainer_prompt(ex)
     _clean([text])
@@ -201,6 +203,14 @@ def test_trace_cli_prints_and_writes_decoded_tokens(kind, tmp_path, capsys):
     assert len(paris) == 1
     assert main([*args[:-4], "--target", f"id:{paris[0]}", "--out", str(tmp_path / "o2")]) == 0
     assert "top logit: '\u2423Paris'" in capsys.readouterr().out
+    # `tl-clt intervene`: the prompt as running text, top tokens and continuations decoded
+    ivs = ["--feature", "0:1", "--scale", "-4", "--mode", "constrained", "--generate", "3"]
+    assert main(["intervene", PROMPT, "--model", str(model_dir), "--clt", str(clt_dir), *ivs]) == 0
+    printed = capsys.readouterr().out
+    _clean([printed])
+    assert f"prompt: {visible(lens.decode(ids), spaces=False)}" in printed
+    logits = lens.model(lens.tokens(PROMPT))[0, -1]
+    assert visible(expected_texts(lens, [int(logits.argmax())])[0]) in printed
 
 
 def test_text_targets_of_several_tokens_are_refused_everywhere(bpe, tmp_path, capsys):
