@@ -226,7 +226,7 @@ class InterventionResult:
     positions; per-layer lists of [pos, features]). "Before" is the same kind of run without
     the interventions, so a no-op intervention leaves everything bitwise unchanged."""
 
-    str_tokens: list[str]
+    str_tokens: list[str]  # the decoded text of each prompt token (`Lens.token_texts`)
     interventions: tuple[Intervention, ...]
     mode: Mode
     logits_before: Tensor  # [pos, d_vocab]
