@@ -81,3 +81,38 @@ def test_other_families_show_word_level_words(family):
     tokens = lens.tokens("w2 w7")
     assert lens.token_texts(tokens) == ["<bos>", "w2", "w7"]
     assert lens.decode(tokens[0, 1:]) == "w2 w7"
+
+
+def test_byte_fallback_tokens_decode_to_their_bytes(tmp_path):
+    """A Llama-style vocabulary: "▁" words, byte tokens "<0x0A>" for what it lacks, and a
+    decoder that strips the text's first space."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "<unk>": 1} | {f"<0x{b:02X}>": 2 + b for b in range(256)}
+    for word in ("\u2581", "a", "r", "i", "s", "P", "Pa", "Par", "Pari", "Paris", "\u2581Paris"):
+        vocab.setdefault(word, len(vocab))
+    merges = [("P", "a"), ("Pa", "r"), ("Par", "i"), ("Pari", "s"), ("\u2581", "Paris")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.decoder = decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(" ", 1, 0),
+    ])  # fmt: skip
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", unk_token="<unk>"
+    ).save_pretrained(tmp_path)
+    fast = AutoTokenizer.from_pretrained(tmp_path)
+    ids = fast("Paris Paris\nü", add_special_tokens=False)["input_ids"]
+    symbols = fast.convert_ids_to_tokens(ids)
+    assert symbols == ["\u2581Paris", "\u2581Paris", "<0x0A>", "<0xC3>", "<0xBC>"]
+    assert token_texts(fast, ids) == [" Paris", " Paris", "\n", "\ufffd", "\ufffd"]
+    assert [visible(t) for t in token_texts(fast, ids)] == [
+        "␣Paris",
+        "␣Paris",
+        "↵",
+        "\ufffd",
+        "\ufffd",
+    ]
+    assert fast.decode(ids) == "Paris Paris\nü"  # the running text has the character whole
+    assert fast.decode(ids[:1]) == "Paris"  # alone, the decoder strips the space
