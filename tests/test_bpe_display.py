@@ -8,6 +8,7 @@ tokens are refused with the same error by every entry point."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from bpe import (
@@ -197,7 +198,11 @@ def test_trace_cli_prints_and_writes_decoded_tokens(kind, tmp_path, capsys):
     assert any(
         n["clerp"] == 'Output "\u2423Paris" (p=' + f"{n['token_prob']:.3f})" for n in data["nodes"]
     )
-    _clean([page.read_text(encoding="utf-8"), render(page).text])
+    html = page.read_text(encoding="utf-8")
+    _clean([html, render(page).text])
+    graph_data = json.loads(re.search(r'id="tl-graph">(.*?)</script>', html, re.S).group(1))
+    assert graph_data["tokens"] == [visible(t) for t in expected_texts(lens, ids)]
+    assert "\u2423Paris" in graph_data["nodes"]["token"]  # the logit node
     # a target given by id (id:N) is the same logit
     paris = lens.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
     assert len(paris) == 1
