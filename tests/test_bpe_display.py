@@ -66,7 +66,7 @@ def _clean(texts) -> None:
     assert not found, f"vocabulary symbols shown: {list(found.items())[:5]}"
 
 
-def _labelled_features(index, n: int = 3) -> list[tuple[int, int]]:
+def _features_with_contexts(index, n: int = 3) -> list[tuple[int, int]]:
     live = [f for f in index.live_features() if index.examples(*f, "top")]
     assert len(live) >= n
     return live[:n]
@@ -111,7 +111,7 @@ def test_graph_page_shows_decoded_tokens(bpe):
 def test_feature_card_browser_prompt_and_text_show_decoded_contexts(bpe, capsys):
     rm, index, tmp = bpe
     lens = rm.lens
-    layer, feature = _labelled_features(index, 1)[0]
+    layer, feature = _features_with_contexts(index, 1)[0]
     best = index.examples(layer, feature, "top")[0]
     tokens = expected_texts(lens, list(best.token_ids))
     running = [visible(t, spaces=False) for t in tokens]
@@ -155,7 +155,7 @@ def test_feature_card_browser_prompt_and_text_show_decoded_contexts(bpe, capsys)
 def test_intervention_result_and_panel_show_decoded_tokens(bpe):
     rm, index, _ = bpe
     lens = rm.lens
-    layer, feature = _labelled_features(index, 1)[0]
+    layer, feature = _features_with_contexts(index, 1)[0]
     result = intervene(rm, PROMPT, [Intervention(layer, feature, scale=-3.0)])
     ids = result.logits_before[-1].topk(5).indices.tolist()
     top = [visible(t) for t in expected_texts(lens, ids)]
