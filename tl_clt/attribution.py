@@ -239,7 +239,7 @@ def _graph(
     """The node table (same order as `_adjacency`) and the graph."""
     lens, cfg = replacement.lens, replacement.clt.cfg
     tokens = run.tokens[0].cpu()
-    strs = lens.to_str_tokens(tokens)
+    strs = lens.token_texts(tokens)
     chosen = torch.sort(visited).values
     nodes = [
         Node(NodeKind.EMBEDDING, q, token_id=int(t), token=strs[q])
@@ -262,7 +262,5 @@ def _graph(
         d_vocab=lens.d_vocab,
     )
     if text is None:
-        text = (
-            lens.tokenizer.decode(tokens.tolist()) if lens.tokenizer is not None else " ".join(strs)
-        )
+        text = lens.decode(tokens)
     return AttributionGraph(text, tokens, nodes, A, info)

@@ -18,6 +18,7 @@ from tl_clt.graph import AttributionGraph, NodeKind
 from tl_clt.interventions import Intervention, Mode, paired_runs
 from tl_clt.replacement import ReplacementModel, check_call
 from tl_clt.targets import token_id
+from tl_clt.tokenization import visible
 
 
 class FeatureEffect(NamedTuple):
@@ -39,7 +40,7 @@ class FeatureEffect(NamedTuple):
 
 
 class LogitEffect(NamedTuple):
-    token: str
+    token: str  # the token's decoded text (`Lens.vocabulary`)
     token_id: int
     before: float
     after: float
@@ -72,7 +73,7 @@ class Effects:
             )
         for e in self.logits[:5]:
             lines.append(
-                f"  logit {e.token!r}: {e.before:+.3f} -> {e.after:+.3f} (Δ {e.delta:+.3f})"
+                f"  logit {visible(e.token)!r}: {e.before:+.3f} -> {e.after:+.3f} (Δ {e.delta:+.3f})"
             )
         return "\n".join(lines)
 
@@ -123,6 +124,8 @@ def feature_effects(
     if targets is None:
         ids = last_b.topk(n_targets).indices.tolist()
     else:
+        if isinstance(targets, str | int):  # one token, not a sequence of characters
+            targets = [targets]
         ids = [token_id(rm.lens, t, last_b.shape[-1]) for t in targets]
     logit_effects = [LogitEffect(vocab[i], i, float(last_b[i]), float(last_a[i])) for i in ids]
     logit_effects.sort(key=lambda e: -abs(e.delta))

@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from tl_clt.errors import InputError
 from tl_clt.interventions import Intervention, check_interventions, run_interventions
 from tl_clt.replacement import ReplacementModel, check_call
+from tl_clt.targets import token_id
+from tl_clt.tokenization import visible
 
 
 @dataclass
@@ -25,19 +27,17 @@ class Generation:
 
     prompt: str
     interventions: tuple[Intervention, ...]
-    before: list[str]  # generated tokens without interventions
+    before: list[str]  # generated tokens without interventions (decoded text of each)
     after: list[str]  # generated tokens with them
-
-    @property
-    def text_before(self) -> str:
-        return " ".join(self.before)
-
-    @property
-    def text_after(self) -> str:
-        return " ".join(self.after)
+    text_before: str = ""  # the continuation without interventions, as running text
+    text_after: str = ""
 
     def __str__(self) -> str:
-        return f"{self.prompt}\n  without: {self.text_before}\n  with:    {self.text_after}"
+        show = lambda t: visible(t, spaces=False)  # noqa: E731
+        return (
+            f"{show(self.prompt)}\n  without: {show(self.text_before)}\n  "
+            f"with:    {show(self.text_after)}"
+        )
 
 
 def continue_text(
@@ -48,12 +48,15 @@ def continue_text(
     max_new_tokens: int,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-    stop: Sequence[str] = (),
+    stop: Sequence[str | int] = (),
     error: bool = True,
 ) -> list[int]:
-    """Token ids generated after `tokens` [1, pos], one full forward pass per token."""
+    """Token ids generated after `tokens` [1, pos], one full forward pass per token, stopping
+    after any token of `stop` (each one token's text or id, as `attribute`'s targets)."""
     n_prompt = tokens.shape[-1]
-    stop_ids = {i for i, t in enumerate(rm.lens.vocabulary()) if t in set(stop)}
+    if isinstance(stop, str | int):
+        stop = [stop]
+    stop_ids = {token_id(rm.lens, t) for t in stop}
     out: list[int] = []
     for _ in tqdm(
         range(max_new_tokens), desc="generating", leave=False, disable=max_new_tokens < 32
@@ -84,11 +87,12 @@ def generate(
     max_new_tokens: int = 8,
     temperature: float = 0.0,
     seed: int = 0,
-    stop: Sequence[str] = (),
+    stop: Sequence[str | int] = (),
     error: bool = True,
 ) -> Generation:
     """Greedy (temperature 0) or sampled continuations of `prompt` without and with the
-    interventions, stopping early at any token in `stop`."""
+    interventions, stopping early at any token in `stop` (each one token, named by its text or
+    id as a target is: text of several tokens is an `InputError`)."""
     check_call("generate", rm, prompt)
     if isinstance(interventions, Intervention):
         interventions = [interventions]
@@ -96,11 +100,12 @@ def generate(
         raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     tokens = rm.lens.tokens(prompt)
     check_interventions(rm, interventions, tokens.shape[-1])
-    vocab = rm.lens.vocabulary()
-    texts = []
+    runs = []
     for ivs in ((), tuple(interventions)):
         gen = torch.Generator().manual_seed(seed)
-        ids = continue_text(rm, tokens, ivs, max_new_tokens=max_new_tokens,
-                            temperature=temperature, generator=gen, stop=stop, error=error)  # fmt: skip
-        texts.append([vocab[i] for i in ids])
-    return Generation(prompt, tuple(interventions), texts[0], texts[1])
+        runs.append(continue_text(rm, tokens, ivs, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, generator=gen, stop=stop, error=error))  # fmt: skip
+    lens = rm.lens
+    text = prompt if isinstance(prompt, str) else lens.decode(tokens)
+    return Generation(text, tuple(interventions), *(lens.token_texts(ids) for ids in runs),
+                      *(lens.decode(ids) for ids in runs))  # fmt: skip

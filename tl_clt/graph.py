@@ -27,6 +27,7 @@ from torch import Tensor
 from tl_clt import prune as P
 from tl_clt._files import atomic_write, atomic_write_text
 from tl_clt.errors import CheckpointError, InputError
+from tl_clt.tokenization import visible
 
 FORMAT = "tl_clt.graph/1"
 TENSORS_FILE = "graph.safetensors"
@@ -49,8 +50,9 @@ class Node(NamedTuple):
         positive token of a logit difference).
     negative_id: a logit difference's negative token (None for every other node), so a logit
         node's direction is `token_id` (minus `negative_id`) without parsing its label.
-    token: the input token string at `position`, or a logit node's output token ("a - b" for
-        a logit difference; a label for people, not to be parsed).
+    token: the decoded text of the input token at `position` (" Paris", never a vocabulary
+        symbol such as "ĠParis"), or of a logit node's output token ("a - b" for a logit
+        difference, each side shown with `visible`; a label for people, not to be parsed).
     activation: a feature's activation; an error node's error-vector norm; a logit node's
         target value (its logit minus the mean logit, or the logit difference).
     probability: a logit node's softmax probability (None for a logit difference).
@@ -79,8 +81,16 @@ class Node(NamedTuple):
             return 0.0
         return 1.0 if self.probability is None else self.probability
 
+    @property
+    def shown_token(self) -> str:
+        """The token as people are shown it: its text with whitespace made visible (" Paris"
+        is "␣Paris"; `tl_clt.tokenization.visible`). A logit difference's name is already
+        built from the two shown tokens."""
+        return self.token if self.is_difference else visible(self.token)
+
     def label(self) -> str:
-        tok = repr(self.token)
+        """A short description for people: kind, place and the shown token."""
+        tok = repr(self.shown_token)
         if self.kind is NodeKind.FEATURE:
             return f"L{self.layer}/F{self.feature}@{self.position} {tok}"
         if self.kind is NodeKind.ERROR:

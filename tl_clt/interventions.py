@@ -33,6 +33,7 @@ from torch import Tensor
 from tl_clt.errors import InputError
 from tl_clt.replacement import ReplacementModel, check_call
 from tl_clt.splice import CleanRun, Edit, Splice, SpliceRun
+from tl_clt.tokenization import visible
 
 Mode = Literal["constrained", "unconstrained"]
 Position = int | slice | Literal["all"]
@@ -201,9 +202,10 @@ def run_interventions(
 
 
 class TokenProb(NamedTuple):
-    token: str
+    token: str  # the token's decoded text (`Lens.vocabulary`)
     prob: float
     logit: float
+    token_id: int | None = None
 
 
 class FeatureChange(NamedTuple):
@@ -224,21 +226,22 @@ class InterventionResult:
     positions; per-layer lists of [pos, features]). "Before" is the same kind of run without
     the interventions, so a no-op intervention leaves everything bitwise unchanged."""
 
-    str_tokens: list[str]
+    str_tokens: list[str]  # the decoded text of each prompt token (`Lens.token_texts`)
     interventions: tuple[Intervention, ...]
     mode: Mode
     logits_before: Tensor  # [pos, d_vocab]
     logits_after: Tensor
     features_before: list[Tensor]
     features_after: list[Tensor]
-    vocab: list[str]
+    vocab: list[str]  # the decoded text of every token id (`Lens.vocabulary`)
+    text: str = ""  # the prompt's running text (`Lens.decode`)
 
     def top_tokens(self, after: bool = True, k: int = 5, position: int = -1) -> list[TokenProb]:
         logits = (self.logits_after if after else self.logits_before)[position].float()
         probs = logits.softmax(-1)
         top = probs.topk(k)
         return [
-            TokenProb(self.vocab[i], float(p), float(logits[i]))
+            TokenProb(self.vocab[i], float(p), float(logits[i]), i)
             for p, i in zip(top.values, top.indices.tolist())
         ]
 
@@ -262,10 +265,13 @@ class InterventionResult:
     def __str__(self) -> str:
         before, after = self.top_tokens(after=False), self.top_tokens(after=True)
         what = ", ".join(_describe(iv) for iv in self.interventions) or "none"
-        lines = [f"prompt: {' '.join(self.str_tokens)}", f"intervention ({self.mode}): {what}",
+        prompt = visible(self.text or " ".join(self.str_tokens), spaces=False)
+        lines = [f"prompt: {prompt}", f"intervention ({self.mode}): {what}",
                  f"{'before':>24}   {'after':<24}"]  # fmt: skip
         for b, a in zip(before, after):
-            lines.append(f"{b.token:>15} {b.prob:7.3f}   {a.token:<15} {a.prob:7.3f}")
+            lines.append(
+                f"{visible(b.token):>15} {b.prob:7.3f}   {visible(a.token):<15} {a.prob:7.3f}"
+            )
         return "\n".join(lines)
 
 
@@ -325,7 +331,7 @@ def intervene(
         rm, prompt, interventions, mode=mode, error=error, freeze_features=freeze_features
     )
     return InterventionResult(
-        str_tokens=rm.lens.to_str_tokens(pair.tokens),
+        str_tokens=rm.lens.token_texts(pair.tokens),
         interventions=tuple(interventions),
         mode=mode,
         logits_before=pair.logits_before[0].detach(),
@@ -333,4 +339,5 @@ def intervene(
         features_before=[a[0].detach() for a in pair.before.features],
         features_after=[a[0].detach() for a in pair.after.features],
         vocab=rm.lens.vocabulary(),
+        text=rm.lens.decode(pair.tokens),
     )

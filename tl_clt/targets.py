@@ -6,6 +6,7 @@ frozen final norm), or +1/−1 for a difference."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from tl_clt.errors import InputError
 from tl_clt.graph import Node, NodeKind
 from tl_clt.replacement import CleanRun, ReplacementModel
+from tl_clt.tokenization import visible
 
 
 class LogitDifference(NamedTuple):
@@ -47,7 +49,7 @@ def logit_targets_for(
     probs = torch.softmax(logits, -1)
     if isinstance(targets, LogitDifference):
         a, b = (token_id(lens, t, vocab) for t in targets)
-        name = f"{_token_str(lens, a)} - {_token_str(lens, b)}"
+        name = f"{visible(_token_str(lens, a))} - {visible(_token_str(lens, b))}"
         node = Node(NodeKind.LOGIT, run.tokens.shape[1] - 1, token_id=a, negative_id=b,
                     token=name, activation=float(logits[a] - logits[b]))  # fmt: skip
         return LogitTargets(logit_direction(node, vocab)[None].to(logits.device), [node])
@@ -57,6 +59,8 @@ def logit_targets_for(
         n = min(int((cum < logit_probability).sum()) + 1, max_logits, vocab)
         ids = order[:n].tolist()
     else:
+        if isinstance(targets, str | int):  # one token, not a sequence of characters
+            targets = [targets]
         ids = [token_id(lens, t, vocab) for t in targets]
         if not ids or len(set(ids)) != len(ids):
             raise InputError("targets must name at least one token, each at most once")
@@ -90,13 +94,28 @@ def logit_direction(node: Node, d_vocab: int, dtype: torch.dtype = torch.float32
 
 
 def token_id(lens: Any, token: str | int, vocab: int | None = None) -> int:
-    """The id of one token named by its string or id: a string must encode as exactly one
-    token of the vocabulary; an id must lie in [0, vocab) (default: the model's d_vocab)."""
+    """The id of one token named by its text or id: text must encode as exactly one token of
+    the vocabulary; an id must lie in [0, vocab) (default: the model's d_vocab).
+
+    Text is encoded on its own, as given, by the tokenizer without special tokens (no BOS):
+    the way it would be tokenised after the prompt if the prompt's text ended where it
+    starts; whitespace is kept ("\n" is a newline token where the vocabulary has one). With a subword tokenizer a word
+    after a space is a different token from the same word at the start of a text (" Paris"
+    and "Paris" in GPT-2's byte-level BPE; SentencePiece adds the space itself); text that is
+    several tokens is refused (an `InputError` naming them), never cut to its first token."""
     vocab = lens.d_vocab if vocab is None else vocab
     if isinstance(token, str):
-        ids = lens.to_tokens(token, prepend_bos=False)[0].tolist()
+        if lens.tokenizer is None:
+            raise InputError(f"target {token!r}: the model has no tokenizer; name the token's id")
+        ids = list(lens.tokenizer(token, add_special_tokens=False)["input_ids"])
         if len(ids) != 1:
-            raise InputError(f"target {token!r} is {len(ids)} tokens, not one; name a single token")
+            texts = lens.token_texts(ids)
+            parts = ", ".join(f"{visible(t)!r} (id {i})" for t, i in zip(texts, ids))
+            raise InputError(
+                f"target {token!r} is {len(ids)} tokens, not one: {parts or 'none'}; name a "
+                "single token, as the text of one token or as its id (an int; on the command "
+                "line id:N)"
+            )
         unk = lens.unk_token_id
         if unk is not None and ids[0] == unk and token.strip() != lens.tokenizer.unk_token:
             raise InputError(
@@ -104,10 +123,12 @@ def token_id(lens: Any, token: str | int, vocab: int | None = None) -> int:
                 f"{lens.tokenizer.unk_token!r}); name a token of the vocabulary"
             )
         token = ids[0]
+    if isinstance(token, bool) or not isinstance(token, numbers.Integral | torch.Tensor):
+        raise InputError(f"a target is a token's text (str) or id (int), got {token!r}")
     if not 0 <= int(token) < vocab:
         raise InputError(f"target token id {token} is outside the vocabulary [0, {vocab})")
     return int(token)
 
 
 def _token_str(lens: Any, token_id: int) -> str:
-    return lens.to_str_tokens(torch.tensor([token_id]))[0]
+    return lens.token_text(token_id)

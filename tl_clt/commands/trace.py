@@ -23,10 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output directory (default: graphs/<slug>)")
     parser.add_argument("--slug", help="the graph's name in the files (default: from the prompt)")
     parser.add_argument("--target", action="append", metavar="TOKEN",
-                        help="a logit target token (repeatable; default: the most likely tokens)")  # fmt: skip
+                        help="a logit target token (repeatable; default: the most likely tokens): "
+                             "text that is exactly one token as encoded on its own (' Paris' "
+                             "with its space for a subword tokenizer), or id:N for token id N")  # fmt: skip
     parser.add_argument(
-        "--logit-diff", nargs=2, metavar=("A", "B"), help="target logit(A) - logit(B)"
-    )
+        "--logit-diff", nargs=2, metavar=("A", "B"),
+        help="target logit(A) - logit(B); each a token as for --target",
+    )  # fmt: skip
     parser.add_argument("--max-feature-nodes", type=int, help="feature-node budget (default: all)")
     parser.add_argument("--batch-size", type=int, default=256, help="targets per backward pass")
     parser.add_argument("--node-threshold", type=float, default=0.8)
@@ -64,6 +67,18 @@ def slugify(text: str) -> str:
     return slug[:48].rstrip("-") or "graph"
 
 
+def token_arg(text: str) -> str | int:
+    """A token named on the command line: "id:N" is token id N, anything else its text."""
+    from tl_clt.errors import InputError
+
+    if text.startswith("id:"):
+        try:
+            return int(text[3:])
+        except ValueError:
+            raise InputError(f"{text!r}: write id:N with N a token id, e.g. id:42") from None
+    return text
+
+
 def open_index(path: str | None) -> Any:
     from tl_clt.errors import InputError
     from tl_clt.labels import FeatureIndex
@@ -84,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
     rm = resolve_replacement(args)
     clt = rm.clt
     index = open_index(args.index)
-    targets = LogitDifference(*args.logit_diff) if args.logit_diff else args.target
+    targets = (
+        LogitDifference(*map(token_arg, args.logit_diff))
+        if args.logit_diff
+        else None
+        if args.target is None
+        else [token_arg(t) for t in args.target]
+    )
     graph = attribute(
         rm, args.prompt, targets=targets,
         max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
@@ -148,10 +169,10 @@ def _report(graph: Any, pruned: Any, k: int, out: Path, slug: str) -> None:
     logits = [pruned.nodes[i] for i in pruned.indices(NodeKind.LOGIT)]
     top = max(logits, key=lambda n: n.weight)
     print(
-        f"top logit: {top.token!r}"
+        f"top logit: {top.shown_token!r}"
         + (f" (p={top.probability:.3f})" if top.probability is not None else "")
     )
-    print(f"top paths to {top.token!r} (share of its input carried by the path):")
+    print(f"top paths to {top.shown_token!r} (share of its input carried by the path):")
     for path in pruned.top_paths(k):
         labels = " -> ".join(pruned.nodes[i].label() for i in path.nodes)
         print(f"  {path.score:.4f}  {labels}")

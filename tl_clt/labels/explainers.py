@@ -22,7 +22,9 @@ from tl_clt.labels.summarise import (
     builtin_classes,
     window_negatives,
 )
+from tl_clt.labels.text import marked_context
 from tl_clt.labels.types import FeatureExamples, FeatureId, FeatureLabel, Label, normalise_token
+from tl_clt.tokenization import visible
 
 Explainer = Callable[[FeatureExamples], "str | Label"]
 
@@ -74,12 +76,12 @@ def prompt(ex: FeatureExamples, n: int = 10) -> str:
         "Below are text excerpts where one feature of a language model activates. The token",
         "where it peaks is marked [[like this]]. Reply with a short label (a few words) saying",
         "which tokens or contexts it fires on and, if clear, which word it makes the model say.",
+        "(A space in a token list is shown as \u2423, a newline as \u21b5.)",
         "",
     ]
     for e in (ex.top + ex.samples)[:n]:
-        toks = [f"[[{t}]]" if i == e.peak else t for i, t in enumerate(e.tokens)]
-        lines.append(f"({e.value:.2f}) " + " ".join(toks))
-    promoted = ", ".join(t.token for t in ex.logits.promote[:5])
+        lines.append(f"({e.value:.2f}) " + marked_context(e, ex.separator))
+    promoted = ", ".join(visible(t.token) for t in ex.logits.promote[:5])
     lines += ["", f"Tokens it promotes most: {promoted}", "Label:"]
     return "\n".join(lines)
 

@@ -84,9 +84,7 @@ def build_feature_index(
         _check_identity(conn, _identity(cfg, lens, clt, src), path)
         with conn:
             if not conn.execute("SELECT 1 FROM vocab LIMIT 1").fetchone():
-                store.write_vocab(
-                    conn, lens.to_str_tokens(torch.arange(lens.d_vocab, device=lens.device))
-                )
+                store.write_vocab(conn, lens.vocabulary())  # decoded texts
         _stream(conn, cfg, lens, clt, src, per_pass, checkpoint_seconds, progress)
         _logits(conn, cfg, lens, clt)
     finally:

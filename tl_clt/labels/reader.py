@@ -33,6 +33,7 @@ from tl_clt.labels.types import (
     TokenEffect,
     normalise_token,
 )
+from tl_clt.tokenization import separator
 
 
 class FeatureIndex:
@@ -66,6 +67,12 @@ class FeatureIndex:
     @cached_property
     def vocab(self) -> list[str]:
         return [t for (t,) in self.conn.execute("SELECT token FROM vocab ORDER BY id")]
+
+    @cached_property
+    def separator(self) -> str:
+        """What goes between token texts to show a context as running text: a space for a
+        word-level vocabulary, nothing for a subword one (`tl_clt.tokenization.separator`)."""
+        return separator(self.vocab)
 
     @cached_property
     def normalised_vocab(self) -> list[str]:
@@ -174,7 +181,7 @@ class FeatureIndex:
         return FeatureExamples(
             layer, feature, top, self.examples(layer, feature, "sample"),
             self.negatives(layer, feature, "train"), self.stats(layer, feature),
-            self.logit_effects(layer, feature), classes,
+            self.logit_effects(layer, feature), classes, self.separator,
         )  # fmt: skip
 
     def holdout_contexts(self, layer: int, feature: int) -> tuple[list[Context], list[Context]]:

@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tl_clt.labels.types import Example
+from tl_clt.tokenization import visible
 
 if TYPE_CHECKING:
     from tl_clt.labels.reader import FeatureIndex
 
 
-def context_line(e: Example, width: int = 80) -> str:
+def marked_context(e: Example, separator: str = " ") -> str:
+    """A context as running text (token texts joined by `separator`: a space for a
+    word-level vocabulary, nothing for a subword one), its peak token in [[brackets]], with
+    newlines and other control characters visible ("↵")."""
+    toks = [visible(t, spaces=False) for t in e.tokens]
+    return separator.join(f"[[{t}]]" if i == e.peak else t for i, t in enumerate(toks))
+
+
+def context_line(e: Example, width: int = 80, separator: str = " ") -> str:
     """One context with its peak token in [[brackets]] and the activation in front."""
-    toks = [f"[[{t}]]" if i == e.peak else t for i, t in enumerate(e.tokens)]
-    line = f"{e.value:8.3f}  " + " ".join(repr(t)[1:-1] for t in toks)
+    line = f"{e.value:8.3f}  " + marked_context(e, separator)
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
@@ -42,15 +50,19 @@ def describe(
         out.append("the feature never fired on this corpus")
         return "\n".join(out)
     out.append("top contexts:")
-    out += ["  " + context_line(e) for e in index.examples(layer, feature, "top")[:n]]
+    sep = index.separator
+    out += [
+        "  " + context_line(e, separator=sep) for e in index.examples(layer, feature, "top")[:n]
+    ]
     samples = index.examples(layer, feature, "sample")
     if samples:
         out.append("weaker contexts (by quantile, strongest first):")
         out += [
-            f"  q{e.quantile} " + context_line(e) for e in samples[:: max(1, len(samples) // n)][:n]
+            f"  q{e.quantile} " + context_line(e, separator=sep)
+            for e in samples[:: max(1, len(samples) // n)][:n]
         ]
     logits = index.logit_effects(layer, feature)
-    fmt = lambda effects: ", ".join(f"{t.token!r} ({t.z:+.1f}σ)" for t in effects[:6])  # noqa: E731
+    fmt = lambda effects: ", ".join(f"{visible(t.token)!r} ({t.z:+.1f}σ)" for t in effects[:6])  # noqa: E731
     out.append(f"promotes: {fmt(logits.promote)}")
     out.append(f"suppresses: {fmt(logits.suppress)}")
     return "\n".join(out)

@@ -33,7 +33,8 @@ class Context:
 
 @dataclass(frozen=True)
 class Example:
-    """One sequence's peak activation of a feature, with the window around it.
+    """One sequence's peak activation of a feature, with the window around it. `tokens` are
+    the decoded texts of `token_ids` (" Paris", never a vocabulary symbol).
 
     `tokens`/`acts` cover the window (positions outside the sequence dropped); `peak` is the
     peak's index in them; `quantile` ranks "sample" examples (0 = weakest) and is None for
@@ -83,7 +84,7 @@ class FeatureStats:
 
 
 class TokenEffect(NamedTuple):
-    token: str
+    token: str  # the token's decoded text
     token_id: int
     value: float  # direct effect on the logit, mean over the vocabulary removed
     z: float  # value in standard deviations of the feature's effects over the vocabulary
@@ -168,6 +169,7 @@ class FeatureExamples:
     stats: FeatureStats
     logits: LogitEffects
     token_classes: dict[str, frozenset[str]] = field(default_factory=dict)
+    separator: str = " "  # between token texts in running text ("" for a subword vocabulary)
 
     @property
     def positives(self) -> list[Context]:

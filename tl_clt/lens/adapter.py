@@ -8,7 +8,7 @@ the other, and a hook function sees the canonical name in `hook.name`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Any
@@ -227,14 +227,9 @@ class Lens:
         return [str(t) for t in self.model.to_str_tokens(tokens)]
 
     def vocabulary(self) -> list[str]:
-        """The string of every token id (for labelling logits)."""
+        """The decoded text of every token id (for labelling logits; see `token_texts`)."""
         if getattr(self, "_vocab", None) is None:
-            tok = self.tokenizer
-            ids = list(range(self.d_vocab))
-            self._vocab = [
-                t if t is not None else f"<id {i}>"
-                for i, t in zip(ids, tok.convert_ids_to_tokens(ids))
-            ]
+            self._vocab = self.token_texts(range(self.d_vocab))
         return self._vocab
 
     def tokens(self, prompt: str | Tensor) -> Int[Tensor, "1 pos"]:
@@ -322,3 +317,26 @@ class Lens:
 
         out = self.run(tokens, [(n, save) for n in names], stop_at_layer=stop_at_layer)
         return out, cache
+
+    # ------------------------------------------------------------------ display
+    def token_texts(self, tokens: Tensor | Iterable[int]) -> list[str]:
+        """The decoded text of each token of a [pos] or [1, pos] tensor or a list of ids:
+        " Paris", "\n", never a vocabulary symbol such as "ĠParis" (what people are shown;
+        `tl_clt.tokenization.visible` makes its whitespace visible)."""
+        from tl_clt.tokenization import token_texts
+
+        if isinstance(tokens, Tensor):
+            tokens = (tokens[0] if tokens.dim() == 2 else tokens).tolist()
+        return token_texts(self.tokenizer, tokens)
+
+    def token_text(self, token_id: int) -> str:
+        """The decoded text of one token id."""
+        return self.token_texts([int(token_id)])[0]
+
+    def decode(self, tokens: Tensor | Iterable[int]) -> str:
+        """The running text of a token sequence ([pos] or [1, pos] tensor, or ids)."""
+        from tl_clt.tokenization import decode
+
+        if isinstance(tokens, Tensor):
+            tokens = (tokens[0] if tokens.dim() == 2 else tokens).tolist()
+        return decode(self.tokenizer, tokens)

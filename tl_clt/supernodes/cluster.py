@@ -241,7 +241,7 @@ def name_of(graph: AttributionGraph, members: Sequence[int], index: Any = None) 
             return texts.most_common(1)[0][0]
     lo, hi = min(n.layer for n in nodes), max(n.layer for n in nodes)
     layers = f"L{lo}" if lo == hi else f"L{lo}-{hi}"
-    return f"{nodes[0].token!r} {layers} ×{len(nodes)}"
+    return f"{nodes[0].shown_token!r} {layers} ×{len(nodes)}"
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -153,7 +153,7 @@ def validate_supernodes(
             )
             linear = _same_active_set(result, ivs)
         checks.append(SupernodeCheck(name, len(members), pred, node_pred, measured, linear))
-    return Validation(graph.prompt, graph.nodes[target].token, scale, how, checks)
+    return Validation(graph.prompt, graph.nodes[target].shown_token, scale, how, checks)
 
 
 def _direction(replacement, node) -> Tensor:

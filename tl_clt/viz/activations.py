@@ -17,6 +17,7 @@ import torch
 
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.tokenization import visible
 from tl_clt.viz import circuitsvis as cv
 from tl_clt.viz import escape
 
@@ -65,7 +66,7 @@ def feature_activations(
             raise InputError(f"feature {layer}:{f} is not in the transcoder")
     values = torch.stack([acts[layer, :, f] for layer, f in features], dim=-1)  # [pos, n]
     names = [_name(index, layer, f) for layer, f in features]
-    str_tokens = lens.to_str_tokens(tokens)
+    str_tokens = [visible(t, spaces=False) for t in lens.token_texts(tokens)]
     header = f"<h3>feature activations over the prompt ({len(features)} features)</h3>"
     panel = cv.Panel(title="feature activations", header=header)
     panel.add(
@@ -94,24 +95,25 @@ def logit_changes(result, k: int = 10, position: int = -1) -> cv.Panel:
     in either list (after − before)."""
     before = result.top_tokens(after=False, k=k, position=position)
     after = result.top_tokens(after=True, k=k, position=position)
-    union = list(dict.fromkeys([t.token for t in before] + [t.token for t in after]))
-    vocab = {t: i for i, t in reversed(list(enumerate(result.vocab)))}
+    union = list(dict.fromkeys([t.token_id for t in before] + [t.token_id for t in after]))
     delta = (result.logits_after[position] - result.logits_before[position]).float()
-    changes = [float(delta[vocab[t]]) for t in union]
+    changes = [float(delta[i]) for i in union]
     what = ", ".join(_describe(iv) for iv in result.interventions) or "none"
     header = (
         f"<h3>{escape.text(result.mode)} intervention: {escape.text(what)}</h3>"
-        f"<p>answer {escape.text(repr(result.answer_before))} → "
-        f"{escape.text(repr(result.answer_after))}</p>"
+        f"<p>answer {escape.text(repr(visible(result.answer_before)))} → "
+        f"{escape.text(repr(visible(result.answer_after)))}</p>"
     )
     panel = cv.Panel(title="intervention", header=header)
     prob = {"minValue": 0.0, "maxValue": 1.0}
-    panel.add(cv.colored_tokens([f" {t.token} " for t in before], [t.prob for t in before], **prob),
+    shown = lambda ts: [f" {visible(t.token)} " for t in ts]  # noqa: E731
+    panel.add(cv.colored_tokens(shown(before), [t.prob for t in before], **prob),
               "<h4>before (probability)</h4>")  # fmt: skip
-    panel.add(cv.colored_tokens([f" {t.token} " for t in after], [t.prob for t in after], **prob),
+    panel.add(cv.colored_tokens(shown(after), [t.prob for t in after], **prob),
               "<h4>after (probability)</h4>")  # fmt: skip
     top = max((abs(c) for c in changes), default=1.0) or 1.0
-    panel.add(cv.colored_tokens([f" {t} " for t in union], changes, minValue=-top, maxValue=top),
+    names = [f" {visible(result.vocab[i])} " for i in union]
+    panel.add(cv.colored_tokens(names, changes, minValue=-top, maxValue=top),
               "<h4>change of the logit (after − before)</h4>")  # fmt: skip
     return panel
 

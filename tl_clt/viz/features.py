@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tl_clt.tokenization import visible
 from tl_clt.viz import circuitsvis as cv
 from tl_clt.viz import escape
 from tl_clt.viz.page import Page, static
@@ -30,7 +31,7 @@ def feature_card(index, layer: int, feature: int, n: int = 10) -> cv.Panel:
         f"<p>density {s.density:.3g} · max {s.max_act:.3f}{escape.text(score)}</p>"
     )
     panel = cv.Panel(title=f"feature {layer}:{feature}", header=header)
-    add_spaces = word_level(index.vocab)
+    add_spaces = index.separator == " "
     for kind, heading in (("top", "top contexts"), ("sample", "weaker contexts (strongest first)")):
         examples = index.examples(layer, feature, kind)[:n]
         if examples:
@@ -40,15 +41,10 @@ def feature_card(index, layer: int, feature: int, n: int = 10) -> cv.Panel:
     return panel
 
 
-def word_level(vocab: list[str]) -> bool:
-    """Whether tokens carry no spacing of their own (a word-level vocabulary): then they are
-    shown with a space between them."""
-    with_space = sum(1 for t in vocab if t[:1].isspace() or t.startswith("\u0120"))
-    return with_space < 0.05 * max(len(vocab), 1)
-
-
 def spaced(tokens: tuple[str, ...], add: bool) -> list[str]:
-    return [(" " + t if i and add else t) for i, t in enumerate(tokens)]
+    """The tokens of a context as running text (a space between words of a word-level
+    vocabulary), with newlines and other control characters visible."""
+    return [visible(" " + t if i and add else t, spaces=False) for i, t in enumerate(tokens)]
 
 
 def feature_payload(

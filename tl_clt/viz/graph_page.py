@@ -129,7 +129,7 @@ def graph_data(
     meta = _meta(full, pruned, title, max_nt, total, n_among, len(src))
     data: dict[str, Any] = {
         "meta": meta,
-        "tokens": [n.token for n in full.nodes if n.kind is NodeKind.EMBEDDING],
+        "tokens": [n.shown_token for n in full.nodes if n.kind is NodeKind.EMBEDDING],
         "nodes": nodes,
         "edges": {"s": src, "t": dst, "w": weights, "keep": edge_keep},
         "supernodes": groups,
@@ -227,7 +227,7 @@ def _node_table(graph, shipped, infl, default, ids) -> dict[str, list]:
         cols["layer"].append(-1 if n.layer is None else n.layer)
         cols["pos"].append(n.position)
         cols["feature"].append(-1 if n.feature is None else n.feature)
-        cols["token"].append(n.token)
+        cols["token"].append(n.shown_token)
         cols["act"].append(None if n.activation is None else _round(n.activation, 5))
         cols["infl"].append(_round(float(infl[i])))
         cols["w"].append(_round(n.weight))

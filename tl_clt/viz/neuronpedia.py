@@ -9,7 +9,9 @@ Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists: pass a `G
 (made on this graph or on a pruned graph of it) or `Supernode`s of this graph, whose members the
 pruned export leaves out are dropped (and a supernode left empty), or (name, ids) pairs, written
 as they are.
-With a feature index, each feature node's `clerp` (the viewer's label) is its label.
+With a feature index, each feature node's `clerp` (the viewer's label) is its label. Token
+strings are decoded text, never vocabulary symbols: `prompt_tokens` keep their spaces (a
+newline is "↵"), a logit's `clerp` shows its token with `visible` (" Paris" is "␣Paris").
 The export is a pruned graph as it is (`graph.prune(spec)`; an unpruned graph is pruned with a
 `PruneSpec`), never pruned again with other settings; logit ids come from the nodes' token ids.
 """
@@ -27,6 +29,7 @@ from tl_clt._files import atomic_write_text
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, Node, NodeKind
 from tl_clt.prune import PruneSpec
+from tl_clt.tokenization import visible
 
 INDEX_FILE = "graph-metadata.json"
 FEATURE_TYPES = {
@@ -100,7 +103,7 @@ def _node_record(
         p = n.probability if n.probability is not None else 0.0
         record.update(feature=vocab, layer=str(L + 1), token_prob=p, is_target_logit=i == top,
                       jsNodeId=f"L_{vocab}-{n.position}", influence=None,
-                      clerp=f'Output "{n.token}" (p={p:.3f})')  # fmt: skip
+                      clerp=f'Output "{n.shown_token}" (p={p:.3f})')  # fmt: skip
     return record
 
 
@@ -141,7 +144,9 @@ def to_neuronpedia(
         "slug": slug,
         "scan": scan or pruned.info.model,
         "transcoder_list": [],
-        "prompt_tokens": [pruned.nodes[i].token for i in pruned.indices(NodeKind.EMBEDDING)],
+        "prompt_tokens": [
+            visible(pruned.nodes[i].token, spaces=False) for i in pruned.indices(NodeKind.EMBEDDING)
+        ],
         "prompt": pruned.prompt,
         "node_threshold": spec.node_threshold,
     }

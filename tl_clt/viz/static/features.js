@@ -20,8 +20,17 @@ var TLFeatures = (function () {
     return Number(x).toPrecision(digits || 3);
   }
 
+  /* Token text as tl_clt.tokenization.visible shows it: in running text (a context) a
+     newline is \u21b5, a tab \u21e5, another control character its control picture; a token
+     on its own (`single`) shows a space as \u2423 too. */
   function shown(token) {
-    return token.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
+    return token.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5").replace(/[\x00-\x1f\x7f]/g, function (c) {
+      return String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0));
+    });
+  }
+
+  function single(token) {
+    return shown(token).replace(/ /g, "\u2423");
   }
 
   /* One context: tokens shaded by activation (relative to `top`), the peak outlined. */
@@ -42,7 +51,7 @@ var TLFeatures = (function () {
 
   function effects(tokens, list, cls) {
     return el("div", { "class": "effects " + cls }, list.map(function (e) {
-      return el("span", { "class": "eff", "title": fmt(e[1]) + " (" + e[2] + "\u03c3)" }, [shown(tokens[e[0]])]);
+      return el("span", { "class": "eff", "title": fmt(e[1]) + " (" + e[2] + "\u03c3)" }, [single(tokens[e[0]])]);
     }));
   }
 
