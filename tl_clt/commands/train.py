@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume the checkpoints in --out although the settings or data differ from theirs",
+    )
     add_field_arguments(parser.add_argument_group("transcoder (CLTConfig)"), CLTConfig, CLT_FLAGS)
     add_field_arguments(parser.add_argument_group("training (TrainConfig)"), TrainConfig)
     group = parser.add_argument_group("loss of the transcoder's activation (TrainConfig.loss)")
@@ -140,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         seq_len=data.seq_len, buffer_tokens=data.buffer_tokens,
         holdout_sequences=data.holdout_sequences,
         progress=not args.no_progress, wandb_project=args.wandb,
+        allow_config_change=args.allow_config_change,
     )  # fmt: skip
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
     if (
