@@ -51,9 +51,9 @@ def write_error(path: Path, exc: OSError) -> FileWriteError:
         errno.ENOTDIR: "a part of the path is a file, not a directory",
         errno.EISDIR: "the path is a directory",
     }.get(exc.errno or 0, "check the path and try again")
-    err = FileWriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}; {hint}")
-    err.filename = str(path)
-    return err
+    return FileWriteError(
+        exc.errno, f"cannot write {path}: {exc.strerror or exc}; {hint}", str(path)
+    )
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

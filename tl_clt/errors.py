@@ -28,7 +28,15 @@ class CheckpointError(TLCLTError, OSError):
 
 class FileWriteError(TLCLTError, OSError):
     """A file could not be written (disk full, read-only or missing directory, no permission,
-    or another process is writing it); whatever was there before is left as it was."""
+    or another process is writing it); whatever was there before is left as it was. `errno`
+    and `filename` are those of the failure."""
+
+    def __init__(self, errno: int | None, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class InputError(TLCLTError, ValueError):

@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tl_clt.commands._common import SHIPPED, resolve_model
+from tl_clt.commands._common import SHIPPED, check_device, resolve_model
 from tl_clt.config import CLTConfig, field_docs
 from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.losses import LOSSES
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from tl_clt.training import train
 
     clt_cfg, train_cfg, data = configs_from_args(args)
-    lens = resolve_model(args.model, args.device)
+    lens = resolve_model(args.model, check_device(args.device))
     texts = _load_data(args, data)
     result = train(
         lens, texts, clt_cfg, train_cfg, out_dir=args.out, cache_dir=args.cache,
