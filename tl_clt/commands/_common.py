@@ -29,6 +29,11 @@ CLT_HELP = (
 def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
     parser.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--clt", default=None, metavar="DIR", help=CLT_HELP)
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="go on (with a warning) when the transcoder was trained on another model",
+    )
     if device:
         parser.add_argument("--device", default=None, help="torch device (default: the model's)")
 
@@ -133,4 +138,8 @@ def resolve_replacement(args: argparse.Namespace):
             f"on it; '{SHIPPED}' names the shipped one), or neither for the shipped model"
         )
     device = check_device(getattr(args, "device", None))
-    return ReplacementModel(resolve_model(args.model, device), resolve_transcoder(args.clt))
+    return ReplacementModel(
+        resolve_model(args.model, device),
+        resolve_transcoder(args.clt),
+        allow_mismatch=getattr(args, "allow_mismatch", False),
+    )

@@ -116,9 +116,13 @@ class Lens:
         )
 
     def identity(self) -> ModelIdentity:
+        """The model's name, shape, weight processing and content fingerprint."""
+        from tl_clt.lens.fingerprint import model_fingerprint
+
         return ModelIdentity(
-            self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing()
-        )
+            self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing(),
+            model_fingerprint(self),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ hook names
     def has_hook(self, name: str) -> bool:
