@@ -77,7 +77,8 @@ def save_checkpoint(trainer: Trainer, directory: str | Path, keep: int = 2) -> P
             raise
         atomic_write_text(directory / LATEST, final.name + "\n")
         for old in sorted(_complete(directory))[:-keep]:
-            _remove(old)
+            if old != final:  # never the one just written and named latest
+                _remove(old)
     trainer.last_checkpoint = final
     return final
 
