@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     from tl_clt.training import train
 
     clt_cfg, train_cfg, data = configs_from_args(args)
+    activation = clt_cfg.get("activation", CLTConfig.activation)
+    TrainConfig.from_dict(dict(train_cfg), activation=activation)  # bad values fail before loading
     lens = resolve_model(args.model, check_device(args.device))
     texts = _load_data(args, data)
     result = train(
