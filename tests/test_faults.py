@@ -459,3 +459,13 @@ def test_an_edited_config_copy_is_not_mixed_with_the_weights(tmp_path):
     with pytest.warns(TLCLTWarning, match="differs from the config stored"):
         back = CrossLayerTranscoder.from_pretrained(tmp_path)
     assert back.cfg == clt.cfg
+
+
+def test_an_analysis_inside_a_splice_block_is_refused(two_graphs):
+    from tl_clt.errors import InputError
+
+    lens = get_model("gpt2", n_layers=2)
+    rm = ReplacementModel(lens, clt_for(lens, n_features=12))
+    with rm.spliced(), pytest.raises(InputError, match="inside a splice block"):
+        attribute(rm, "w1 w2")
+    assert attribute(rm, "w1 w2").n_nodes > 0  # and outside, as before

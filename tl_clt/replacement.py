@@ -60,6 +60,7 @@ class ReplacementModel:
             )
         self.lens = model if isinstance(model, Lens) else Lens(model)
         self.clt = clt.to(self.lens.device)
+        self._open_splices = 0  # splice blocks now open (analyses refuse to run inside one)
         self._check(check_identity, allow_mismatch)
 
     @property
@@ -111,8 +112,12 @@ class ReplacementModel:
         """Within the block, every forward pass of `self.model` runs with the splice (see
         `tl_clt.splice`); the block's `SpliceRun` holds what the passes computed."""
         run = self.splice_run(splice, **policies)
-        with self.lens.hooks(run.hooks()):
-            yield run
+        self._open_splices += 1
+        try:
+            with self.lens.hooks(run.hooks()):
+                yield run
+        finally:
+            self._open_splices -= 1
 
     def splice_hooks(
         self, error: ErrorMode = True, keep_bos: bool = False
@@ -313,6 +318,12 @@ def check_call(function: str, replacement: Any, prompt: Any) -> None:
     """Raise `InputError` unless `function(replacement, prompt, ...)` got a `ReplacementModel`
     first (circuit-tracer's `attribute(prompt, model)` order is the common slip)."""
     if isinstance(replacement, ReplacementModel):
+        if replacement._open_splices:
+            raise InputError(
+                f"{function}() was called inside a splice block (`with replacement.spliced():` "
+                "or similar): its own runs would pass through that splice too. Call it outside "
+                "the block"
+            )
         return
     if isinstance(prompt, ReplacementModel):
         raise InputError(
