@@ -142,16 +142,17 @@ def test_sigkill_at_random_moments_of_saves_leaves_a_whole_artefact(tmp_path, wh
         directory
     )
     names = set()
-    for _ in range(8):
+    for _ in range(5):
         proc = ctx.Process(target=target, args=(directory,))
         proc.start()
-        time.sleep(rng.uniform(0.05, 0.4))
+        time.sleep(rng.uniform(0.05, 0.3))
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
+        assert proc.exitcode == -signal.SIGKILL  # killed while saving, not finished
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TLCLTWarning)
             names.add(_which(directory) if what == "transcoder" else _check_checkpoint(directory))
-    assert len(names) >= 1
+    assert names  # each check above loaded one whole version
     if what == "transcoder":  # the next save succeeds and cleans up after the killed ones
         _constant_clt(2.0, "B").save_pretrained(directory)
         assert _which(directory) == "B" and not _temporaries(directory)
@@ -303,7 +304,7 @@ def test_two_trainers_saving_into_one_directory_take_turns(tmp_path):
     procs = [ctx.Process(target=_checkpoint_forever, args=(directory,)) for _ in range(2)]
     for p in procs:
         p.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
     for p in procs:
         assert p.is_alive()  # neither died of the other's files
         os.kill(p.pid, signal.SIGKILL)
