@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import clt_for, get_model, random_clt
+from safetensors.torch import load_file, save_file
 
 from tl_clt import (
     CheckpointError,
@@ -42,6 +43,10 @@ def _edit_config(tmp: Path, **changes) -> Path:
         else:
             data[key] = value
     (tmp / "config.json").write_text(json.dumps(data))
+    # the weights file carries its own copy of the config: drop it, so config.json is read (as
+    # for a transcoder saved before the copy existed)
+    weights = tmp / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": "tl_clt/1"})
     return tmp
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import clt_for, get_model
+from safetensors.torch import load_file, save_file
 
 from tl_clt import AttributionGraph, LogitDifference, NodeKind, ReplacementModel, attribute
 from tl_clt import prune as P
@@ -77,6 +78,8 @@ def test_save_load_round_trip(graph, tmp_path):
     old["replacement_score"] = old.pop("replacement_score_strict")
     old["completeness_score"] = old.pop("completeness_score_strict")
     (tmp_path / "p" / "graph.json").write_text(json.dumps(record))
+    tensors = load_file(tmp_path / "p" / "graph.safetensors")  # older files: no node table there
+    save_file(tensors, tmp_path / "p" / "graph.safetensors")
     older = AttributionGraph.load(tmp_path / "p")
     info, want = older.info, pruned.info
     assert (info.replacement_score_strict, info.completeness_score_strict) == (
@@ -108,6 +111,8 @@ def test_a_pruned_graph_carries_its_spec_through_files(graph, tmp_path):
     del record["info"]["prune_spec"]
     record["info"].update(node_threshold=0.6, edge_threshold=0.95)
     (tmp_path / "p" / "graph.json").write_text(json.dumps(record))
+    tensors = load_file(tmp_path / "p" / "graph.safetensors")  # older files: no node table there
+    save_file(tensors, tmp_path / "p" / "graph.safetensors")
     older = AttributionGraph.load(tmp_path / "p")
     assert older.info.prune_spec == P.PruneSpec(0.6, 0.95, rank_always_kept=None)
     with pytest.raises(InputError, match="rank_always_kept"):
@@ -145,7 +150,8 @@ def test_damaged_files_raise_checkpoint_errors(graph, tmp_path):
     graph.save(tmp_path)
     record = json.loads((tmp_path / "graph.json").read_text())
     record["nodes"] = record["nodes"][:-1]  # the adjacency no longer fits the node table
-    (tmp_path / "graph.json").write_text(json.dumps(record))
+    tensors = load_file(tmp_path / "graph.safetensors")
+    save_file(tensors, tmp_path / "graph.safetensors", metadata={"graph": json.dumps(record)})
     with pytest.raises(CheckpointError, match="malformed"):
         AttributionGraph.load(tmp_path)
     with pytest.raises(CheckpointError):

@@ -45,6 +45,7 @@ _EXPORTS = {
     # errors and warnings
     "CheckpointError": "tl_clt.errors",
     "ConfigError": "tl_clt.errors",
+    "FileWriteError": "tl_clt.errors",
     "IndexMismatchError": "tl_clt.errors",
     "InputError": "tl_clt.errors",
     "ModelMismatchError": "tl_clt.errors",
@@ -62,6 +63,7 @@ __all__ = [  # the keys of _EXPORTS (a test checks)
     "ConfigError",
     "CrossLayerTranscoder",
     "FeatureIndex",
+    "FileWriteError",
     "IndexMismatchError",
     "InputError",
     "Intervention",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from tl_clt.errors import (
         CheckpointError,
         ConfigError,
+        FileWriteError,
         IndexMismatchError,
         InputError,
         ModelMismatchError,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, no_type_check
@@ -40,18 +41,37 @@ class WeightProcessing:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What a transcoder was made for: the model's name, shape and weight processing."""
+    """What a transcoder was made for: the model's name, shape, weight processing and, for
+    transcoders trained since it was recorded, a fingerprint of its weights and vocabulary
+    (`tl_clt.lens.fingerprint`). With fingerprints on both sides the content decides and a
+    different name is only a note; without one, the name is all there is to check."""
 
     name: str
     n_layers: int
     d_model: int
     d_vocab: int
     weight_processing: WeightProcessing = field(default_factory=WeightProcessing)
+    fingerprint: dict[str, Any] | None = None
 
     def mismatches(self, other: ModelIdentity) -> list[str]:
-        """Every field in which `other` differs from this identity, described for a person."""
-        out = []
-        for name in ("name", "n_layers", "d_model", "d_vocab"):
+        """Every way in which the model `other` describes is not the one this identity
+        describes, for a person (a name alone counts only when a fingerprint is missing)."""
+        return self.compare(other)[0]
+
+    def compare(self, other: ModelIdentity) -> tuple[list[str], list[str]]:
+        """(mismatches, notes): what makes `other` another model, and what differs without
+        meaning that (a name, when the fingerprints agree)."""
+        out, notes = [], []
+        by_content = self.fingerprint is not None and other.fingerprint is not None
+        if self.name != other.name:
+            text = f"name: transcoder has {self.name!r}, model has {other.name!r}"
+            if by_content:
+                notes.append(text + " (the weights' fingerprints agree)")
+            else:
+                out.append(
+                    text + " (the transcoder records no weight fingerprint: name check only)"
+                )
+        for name in ("n_layers", "d_model", "d_vocab"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
                 out.append(f"{name}: transcoder has {mine!r}, model has {theirs!r}")
@@ -59,7 +79,9 @@ class ModelIdentity:
             theirs = getattr(other.weight_processing, flag)
             if mine != theirs:
                 out.append(f"weight processing {flag}: transcoder has {mine}, model has {theirs}")
-        return out
+        if by_content and not out:
+            out += fingerprint_differences(self.fingerprint, other.fingerprint)
+        return out, notes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,6 +91,42 @@ class ModelIdentity:
         data = dict(data)
         data["weight_processing"] = WeightProcessing(**data.get("weight_processing", {}))
         return _construct(cls, data, "model identity")
+
+
+def fingerprint_differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """How the model behind `theirs` differs from the one behind `mine`, for a person."""
+    out = []
+    if mine.get("vocab") and theirs.get("vocab") and mine["vocab"] != theirs["vocab"]:
+        out.append("the tokenizer's vocabulary differs")
+    tol = 8 * max(_eps(mine.get("dtype")), _eps(theirs.get("dtype")))
+    a, b = mine.get("weights") or {}, theirs.get("weights") or {}
+    for name in sorted(set(a) | set(b), key=_order):
+        if name not in a or name not in b:
+            out.append(f"{name}: only the {'transcoder' if name in a else 'model'} records it")
+            continue
+        if len(a[name]) != len(b[name]) or not all(
+            math.isclose(x, y, rel_tol=tol, abs_tol=tol * abs(a[name][0]) / 64)
+            for x, y in zip(a[name], b[name])
+        ):
+            out.append(
+                f"{name} differs (norm {a[name][0]:.6g} when the transcoder was trained, "
+                f"{b[name][0]:.6g} now)"
+            )
+    return out
+
+
+def _eps(dtype: str | None) -> float:
+    import torch
+
+    try:
+        return torch.finfo(getattr(torch, dtype or "float32")).eps
+    except (AttributeError, TypeError):
+        return torch.finfo(torch.float32).eps
+
+
+def _order(name: str) -> tuple[int, str]:
+    parts = name.split(".")
+    return (int(parts[1]) + 1 if len(parts) > 1 and parts[1].isdigit() else 0, name)
 
 
 @no_type_check  # validated in __post_init__ with messages a user can act on

@@ -26,6 +26,19 @@ class CheckpointError(TLCLTError, OSError):
     """A saved file is missing, truncated, or holds tensors of the wrong shape or dtype."""
 
 
+class FileWriteError(TLCLTError, OSError):
+    """A file could not be written (disk full, read-only or missing directory, no permission,
+    or another process is writing it); whatever was there before is left as it was. `errno`
+    and `filename` are those of the failure."""
+
+    def __init__(self, errno: int | None, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class InputError(TLCLTError, ValueError):
     """Bad input to an analysis call: an empty prompt, a feature or layer out of range, ..."""
 
@@ -40,7 +53,8 @@ class UnsupportedModelError(TLCLTError, NotImplementedError):
 
 
 class TrainingError(TLCLTError, RuntimeError):
-    """Training cannot go on (a NaN or infinite loss); the last good checkpoint is kept."""
+    """Training cannot go on (a NaN or infinite loss or input); the checkpoints written so far
+    are kept."""
 
 
 class TLCLTWarning(UserWarning):

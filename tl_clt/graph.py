@@ -4,7 +4,9 @@ Nodes are listed explicitly in a node table (`graph.nodes`, one `Node` per row: 
 position, feature id, token, activation), never by an implied order; `graph.adjacency[i, j]` is
 the direct effect of source node j on target node i (rows of embeddings and errors are zero,
 they have no inputs). Pruning and scores come from the pure functions in `tl_clt.prune`; files
-are a safetensors file (adjacency, tokens) beside a JSON node table, each written atomically.
+are a safetensors file (adjacency, tokens, and the node table in its header) beside a readable
+JSON copy of the node table: replacing the one safetensors file replaces the graph whole, so
+a reader never sees the tensors of one graph with the nodes of another.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from tl_clt import prune as P
-from tl_clt._files import atomic_write, atomic_write_text
+from tl_clt._files import atomic_write, atomic_write_text, clean_temporaries, locked
 from tl_clt.errors import CheckpointError, InputError
 from tl_clt.tokenization import visible
 
@@ -373,21 +375,29 @@ class AttributionGraph:
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `graph.safetensors` (adjacency, tokens) and `graph.json` (node table, prompt,
-        info) into `directory`, each atomically."""
+        """Write `graph.safetensors` (adjacency, tokens, and the node table, prompt and info in
+        its header), then `graph.json` (a readable copy of the node table) into `directory`. A
+        failed or interrupted save leaves the previous graph or the new one; saves into one
+        directory take turns."""
         directory = Path(directory)
         tensors = {"adjacency": self.adjacency.detach().float().cpu().contiguous(),
                    "tokens": self.tokens.detach().long().cpu().contiguous()}  # fmt: skip
         if self.original_index is not None:
             tensors["original_index"] = self.original_index.long().cpu().contiguous()
-        atomic_write(directory / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
         record = {
             "format": FORMAT,
             "prompt": self.prompt,
             "info": dataclasses.asdict(self.info),
             "nodes": [_node_to_json(n) for n in self.nodes],
         }
-        atomic_write_text(directory / NODES_FILE, json.dumps(record, indent=1))
+        meta = {"graph": json.dumps(record)}
+        with locked(directory / TENSORS_FILE):
+            for name in (TENSORS_FILE, NODES_FILE):  # what writers killed before us left
+                clean_temporaries(directory, name)
+            atomic_write(
+                directory / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=meta)
+            )
+            atomic_write_text(directory / NODES_FILE, json.dumps(record, indent=1))
         return directory
 
     @classmethod
@@ -395,10 +405,17 @@ class AttributionGraph:
         """Read a graph written by `save`, checking that the files agree."""
         directory = Path(directory)
         try:
-            record = json.loads((directory / NODES_FILE).read_text())
-            tensors = load_file(str(directory / TENSORS_FILE))
-        except (OSError, json.JSONDecodeError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read a graph from {directory}: {exc}") from exc
+            with safe_open(str(directory / TENSORS_FILE), framework="pt") as handle:
+                stored = (handle.metadata() or {}).get("graph")
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+            if stored is None:  # saved before the node table travelled with the tensors
+                stored = (directory / NODES_FILE).read_text(encoding="utf-8")
+            record = json.loads(stored)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise CheckpointError(
+                f"cannot read a graph from {directory}: {exc}; is it a directory written by "
+                "graph.save (tl-clt trace)?"
+            ) from exc
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise CheckpointError(f"{directory / NODES_FILE} is not a {FORMAT} graph file")
         try:
@@ -414,6 +431,11 @@ class AttributionGraph:
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise CheckpointError(f"the graph in {directory} is malformed: {exc}") from exc
+        if not bool(torch.isfinite(graph.adjacency).all()):
+            raise CheckpointError(
+                f"the graph in {directory} has NaN or infinite edge weights; it was built from a "
+                "broken transcoder or the file is corrupt. Build it again"
+            )
         if older:  # its own scores, from the edges it holds
             own = graph.scores()
             graph.info = dataclasses.replace(

@@ -23,6 +23,7 @@ Modes:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -59,6 +60,24 @@ class Intervention:
                 f"(×2 up, ×-1 inverted, ×0 off) or value (clamp); got scale={self.scale}, "
                 f"value={self.value}"
             )
+        for name in ("scale", "value"):
+            given = getattr(self, name)
+            if given is None:
+                continue
+            try:
+                number = float(given)
+            except (TypeError, ValueError):
+                number = None
+            if number is None or isinstance(given, bool):
+                raise InputError(
+                    f"the {name} of an intervention on {self.layer}:{self.feature} must be a "
+                    f"number, got {given!r}"
+                )
+            if not math.isfinite(number):
+                raise InputError(
+                    f"the {name} of an intervention on {self.layer}:{self.feature} must be a "
+                    f"finite number, got {given!r}"
+                )
         if not (isinstance(self.position, (int, slice)) or self.position == "all"):
             raise InputError(f"position must be an int, a slice or 'all', got {self.position!r}")
 

@@ -1,12 +1,19 @@
 """Saving and loading transcoders: our own directory (safetensors + config.json), and
 circuit-tracer's CLT layout (one W_enc_{l} / W_dec_{l} safetensors pair per layer +
 config.yaml). Writes are atomic per file (temporary file, then rename); loads check every
-tensor's presence, shape and dtype and name what is wrong."""
+tensor's presence, shape, dtype and finiteness and name what is wrong.
+
+Our directory is one unit: `model.safetensors` carries the config in its header (`config`
+metadata), so replacing that one file replaces the transcoder whole, and `config.json` beside it
+is a readable copy. A save interrupted between the two files leaves a directory that loads as
+the new transcoder (with a warning about the stale copy), never new weights under an old
+config. Writers of one directory take turns (a lock file beside the weights)."""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +23,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from tl_clt._files import atomic_write, atomic_write_text
+from tl_clt._files import atomic_write, atomic_write_text, clean_temporaries, locked
 from tl_clt.config import CLTConfig
-from tl_clt.errors import CheckpointError, ConfigError
+from tl_clt.errors import CheckpointError, ConfigError, TLCLTWarning
 
 if TYPE_CHECKING:  # the transcoder imports this module; its class is passed in where needed
     from tl_clt.clt import CrossLayerTranscoder
@@ -47,34 +54,80 @@ def _open(path: Path):
 
 def _read_tensor(handle, path: Path, key: str) -> Tensor:
     try:
-        return handle.get_tensor(key)
+        tensor = handle.get_tensor(key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"tensor {key!r} in {path} cannot be read (truncated?): {exc}"
         ) from exc
+    check_finite(path, key, tensor)
+    return tensor
 
 
 def save_pretrained(clt: CrossLayerTranscoder, directory: str | os.PathLike) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (created if needed); other
-    files there are left alone, and a failed save leaves the previous files intact."""
+    """Write `model.safetensors` (the weights, with the config in its header) and then
+    `config.json` (a readable copy) into `directory` (created if needed); other files there are
+    left alone. A failed or interrupted save leaves the previous transcoder or the new one, never
+    a mix; saves into one directory take turns. The config's dtype is the weights' own (a
+    transcoder converted with `.to(torch.bfloat16)` saves as bfloat16)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"{directory} exists and is not a directory")
+        raise CheckpointError(f"{directory} exists and is not a directory; choose a directory")
     tensors = dict(clt.state_dict())
-    _save_tensors(directory / WEIGHTS_FILE, tensors, {"format": FORMAT})
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(clt.cfg.to_dict(), indent=2) + "\n")
+    cfg = clt.cfg
+    dtype = str(clt.W_enc.dtype).removeprefix("torch.")
+    if dtype != cfg.dtype:
+        cfg = cfg.replace(dtype=dtype)
+    text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+    with locked(directory / WEIGHTS_FILE):
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # what writers killed before us left
+            clean_temporaries(directory, name)
+        _save_tensors(directory / WEIGHTS_FILE, tensors, {"format": FORMAT, "config": text})
+        atomic_write_text(directory / CONFIG_FILE, text)
     return directory
 
 
 def load_config(directory: str | os.PathLike) -> CLTConfig:
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; is {directory} a transcoder directory?")
+    """The transcoder's config: the one in `model.safetensors`'s header when it has one (then
+    `config.json` is only a copy), else `config.json`."""
+    directory = Path(directory)
+    copy = _read_config_json(directory / CONFIG_FILE)
+    weights = directory / WEIGHTS_FILE
+    stored = None
+    if weights.is_file():
+        with _open(weights) as handle:
+            stored = (handle.metadata() or {}).get("config")
+    if stored is None:
+        if copy is None:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE} does not exist; is {directory} a transcoder directory?"
+            )
+        return CLTConfig.from_dict(copy)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(stored)
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+        raise CheckpointError(f"the config stored in {weights} is not valid JSON: {exc}") from exc
+    if copy is not None and copy != data:
+        warnings.warn(
+            f"{directory / CONFIG_FILE} differs from the config stored in {weights} (an "
+            "interrupted save, or an edited copy); the stored one is used. Save the transcoder "
+            "again to bring the copy up to date",
+            TLCLTWarning,
+            stacklevel=3,
+        )
     return CLTConfig.from_dict(data)
+
+
+def _read_config_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is not valid JSON: {exc}; save the transcoder again"
+        ) from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def from_pretrained(
@@ -121,6 +174,17 @@ def _check_tensor(path: Path, key: str, tensor: Tensor, shape: tuple, dtype: tor
             f"tensor {key!r} in {path} is {tensor.dtype}, but the config says {dtype}; fix "
             "config.json's dtype or re-save the weights in that dtype"
         )
+
+
+def check_finite(path: Path, key: str, tensor: Tensor) -> None:
+    """A CheckpointError if the loaded `tensor` holds NaN or infinite values."""
+    if tensor.is_floating_point():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CheckpointError(
+                f"tensor {key!r} in {path} holds {bad} NaN or infinite value(s); the file is "
+                "corrupt or was saved from a diverged run. Use an earlier checkpoint"
+            )
 
 
 # ---------------------------------------------------------------------- circuit-tracer layout

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from tl_clt import hooks as clt_hooks
 from tl_clt.clt import CrossLayerTranscoder
-from tl_clt.errors import InputError, ModelMismatchError, UnknownHookError
+from tl_clt.errors import InputError, ModelMismatchError, TLCLTWarning, UnknownHookError
 from tl_clt.lens import Lens
 from tl_clt.lens.adapter import ActivationCache
 from tl_clt.splice import CleanRun, Splice, SpliceRun
@@ -46,7 +46,12 @@ class ReplacementModel:
     to the model's device in place."""
 
     def __init__(
-        self, model: Any, clt: CrossLayerTranscoder, *, check_identity: bool = True
+        self,
+        model: Any,
+        clt: CrossLayerTranscoder,
+        *,
+        check_identity: bool = True,
+        allow_mismatch: bool = False,
     ) -> None:
         if not isinstance(clt, CrossLayerTranscoder):
             raise InputError(
@@ -55,7 +60,8 @@ class ReplacementModel:
             )
         self.lens = model if isinstance(model, Lens) else Lens(model)
         self.clt = clt.to(self.lens.device)
-        self._check(check_identity)
+        self._open_splices = 0  # splice blocks now open (analyses refuse to run inside one)
+        self._check(check_identity, allow_mismatch)
 
     @property
     def model(self) -> Any:
@@ -65,7 +71,7 @@ class ReplacementModel:
     def n_layers(self) -> int:
         return self.clt.cfg.n_layers
 
-    def _check(self, check_identity: bool) -> None:
+    def _check(self, check_identity: bool, allow_mismatch: bool) -> None:
         cfg, lens = self.clt.cfg, self.lens
         if (cfg.n_layers, cfg.d_model) != (lens.n_layers, lens.d_model):
             raise ModelMismatchError(
@@ -81,13 +87,18 @@ class ReplacementModel:
                 f"the transcoder's hooks do not fit this model: {exc}"
             ) from exc
         if check_identity and cfg.model is not None:
-            problems = cfg.model.mismatches(lens.identity())
+            problems, notes = cfg.model.compare(lens.identity())
+            for note in notes:
+                warnings.warn(f"the transcoder and the model differ in {note}", TLCLTWarning, 3)
             if problems:
+                text = "the transcoder was made for a different model: " + "; ".join(problems) + "."
+                if allow_mismatch:
+                    warnings.warn(text + " Going on (allow_mismatch)", TLCLTWarning, 3)
+                    return
                 raise ModelMismatchError(
-                    "the transcoder was made for a different model: "
-                    + "; ".join(problems)
-                    + ". Use the model it was trained on (same weights and weight processing),"
-                    " or pass check_identity=False if you are sure they match."
+                    text + " Use the model it was trained on (same weights and weight "
+                    "processing), or pass allow_mismatch=True (--allow-mismatch) if you are sure "
+                    "they match"
                 )
 
     # ------------------------------------------------------------------ splicing
@@ -101,8 +112,12 @@ class ReplacementModel:
         """Within the block, every forward pass of `self.model` runs with the splice (see
         `tl_clt.splice`); the block's `SpliceRun` holds what the passes computed."""
         run = self.splice_run(splice, **policies)
-        with self.lens.hooks(run.hooks()):
-            yield run
+        self._open_splices += 1
+        try:
+            with self.lens.hooks(run.hooks()):
+                yield run
+        finally:
+            self._open_splices -= 1
 
     def splice_hooks(
         self, error: ErrorMode = True, keep_bos: bool = False
@@ -303,6 +318,12 @@ def check_call(function: str, replacement: Any, prompt: Any) -> None:
     """Raise `InputError` unless `function(replacement, prompt, ...)` got a `ReplacementModel`
     first (circuit-tracer's `attribute(prompt, model)` order is the common slip)."""
     if isinstance(replacement, ReplacementModel):
+        if replacement._open_splices:
+            raise InputError(
+                f"{function}() was called inside a splice block (`with replacement.spliced():` "
+                "or similar): its own runs would pass through that splice too. Call it outside "
+                "the block"
+            )
         return
     if isinstance(prompt, ReplacementModel):
         raise InputError(

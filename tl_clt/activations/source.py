@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, NamedTuple
@@ -134,6 +135,16 @@ class ActivationSource:
             "buffer_tokens": self.buffer_tokens, "holdout_sequences": self.holdout_sequences,
             "dtype": str(self.dtype).removeprefix("torch."), "bos": self.bos,
         }  # fmt: skip
+
+    def data_fingerprint(self, n_sequences: int = 16) -> str:
+        """A short hash of what this source yields: its settings, the model's weights and the
+        tokens of its first `n_sequences` sequences (a resumed run checks it is fed the same)."""
+        h = hashlib.sha256(json.dumps(self._fingerprint(), sort_keys=True).encode())
+        h.update(str(self.seed).encode())
+        if self.data is not None:
+            for seq in itertools.islice(self.sequences(), n_sequences):
+                h.update(seq.ids.to("cpu", torch.int64).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ sequences
     def sequences(self) -> Iterator[TokenSeq]:

@@ -155,9 +155,28 @@ def load_text_dataset(
         )
         if not files:
             raise InputError(f"{path} holds no files")
+        if all(Path(f).stat().st_size == 0 for f in files):
+            raise InputError(f"{path} is empty; give a file with at least one text")
         builder = _builder(files[0])
-        return datasets.load_dataset(builder, data_files={split: files}, **kw)
-    return datasets.load_dataset(str(source), name, **kw)
+        return _load(
+            source, lambda: datasets.load_dataset(builder, data_files={split: files}, **kw)
+        )
+    return _load(source, lambda: datasets.load_dataset(str(source), name, **kw))
+
+
+def _load(source: str | os.PathLike, load: Any):
+    """`load()`, its failures (an unreadable file, an unknown dataset, no network) as an
+    InputError naming `source`."""
+    try:
+        return load()
+    except InputError:
+        raise
+    except Exception as exc:  # datasets raises many kinds (DatasetGenerationError, ...)
+        cause = exc.__cause__ or exc
+        raise InputError(
+            f"cannot read the text source {source}: {type(cause).__name__}: {cause}. Give a "
+            ".txt/.jsonl/.csv/.parquet file or directory, or a dataset name with network access"
+        ) from exc
 
 
 def _builder(file: str) -> str:

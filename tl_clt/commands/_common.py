@@ -29,8 +29,54 @@ CLT_HELP = (
 def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
     parser.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--clt", default=None, metavar="DIR", help=CLT_HELP)
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="go on (with a warning) when the transcoder was trained on another model",
+    )
     if device:
         parser.add_argument("--device", default=None, help="torch device (default: the model's)")
+
+
+def check_device(device: str | None) -> str | None:
+    """`device` itself, after checking torch knows it (an InputError naming it if not)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"--device {device!r} is not a torch device; use e.g. cpu, cuda or cuda:1"
+        ) from exc
+    return device
+
+
+def read_text(path: str, flag: str) -> str:
+    """The UTF-8 text of the file `path` given with `flag`, or an InputError naming both."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{flag} {path} is a directory; give a file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{flag} {path} is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(f"{flag} {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def read_json(path: str, flag: str) -> Any:
+    """The JSON in the file `path` given with `flag`, or an InputError naming both."""
+    import json
+
+    try:
+        return json.loads(read_text(path, flag))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{flag} {path} is not valid JSON: {exc}") from None
 
 
 def is_shipped(name: str | None) -> bool:
@@ -91,5 +137,9 @@ def resolve_replacement(args: argparse.Namespace):
             f"{given} was given without {missing}: pass both (a model and the transcoder trained "
             f"on it; '{SHIPPED}' names the shipped one), or neither for the shipped model"
         )
-    device = getattr(args, "device", None)
-    return ReplacementModel(resolve_model(args.model, device), resolve_transcoder(args.clt))
+    device = check_device(getattr(args, "device", None))
+    return ReplacementModel(
+        resolve_model(args.model, device),
+        resolve_transcoder(args.clt),
+        allow_mismatch=getattr(args, "allow_mismatch", False),
+    )

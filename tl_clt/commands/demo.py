@@ -17,10 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tl_clt import toy
+    from tl_clt.commands._common import check_device
     from tl_clt.toy import transcoder as tc
 
     t0 = time.perf_counter()
-    rm = toy.load_replacement(device=args.device)
+    rm = toy.load_replacement(device=check_device(args.device))
     corpus = toy.load_corpus()
     print(f"shipped model: {rm.lens.name} ({type(rm.model).__name__}), "
           f"{rm.lens.n_layers} layers, d_model {rm.lens.d_model}")  # fmt: skip

@@ -4,12 +4,13 @@ effects) for a CLT over a corpus, label every live feature and score the labels.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from tl_clt.commands._common import (
     add_model_arguments,
+    read_json,
+    read_text,
     resolve_replacement,
     shipped,
     uses_shipped,
@@ -60,22 +61,26 @@ def _inputs(args):
 
     rm = resolve_replacement(args)
     if args.texts:
-        source = [
-            line
-            for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        source = [line for line in read_text(args.texts, "--texts").splitlines() if line.strip()]
     elif args.tokens:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        tensors = load_file(args.tokens)
+        if not Path(args.tokens).is_file():
+            raise InputError(f"--tokens {args.tokens}: no such file")
+        try:
+            tensors = load_file(args.tokens)
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"--tokens {args.tokens} is not a safetensors file: {exc}") from None
         if "tokens" not in tensors:
             raise InputError(f"{args.tokens} holds no 'tokens' tensor (it has {sorted(tensors)})")
         source = tensors["tokens"].to(torch.long)
     else:
         source = shipped().corpus_texts()
     if args.classes:
-        classes = json.loads(Path(args.classes).read_text())
+        classes = read_json(args.classes, "--classes")
+        if not isinstance(classes, dict):
+            raise InputError(f"--classes {args.classes} must hold a JSON object {{name: [tokens]}}")
     else:
         classes = shipped().token_classes() if uses_shipped(args) else {}
     return rm, source, classes

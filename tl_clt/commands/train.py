@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from tl_clt.commands._common import SHIPPED, resolve_model
+from tl_clt.commands._common import SHIPPED, check_device, resolve_model
 from tl_clt.config import CLTConfig, field_docs
 from tl_clt.training.config import DataConfig, TrainConfig
 from tl_clt.training.losses import LOSSES
@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume the checkpoints in --out although the settings or data differ from theirs",
+    )
     add_field_arguments(parser.add_argument_group("transcoder (CLTConfig)"), CLTConfig, CLT_FLAGS)
     add_field_arguments(parser.add_argument_group("training (TrainConfig)"), TrainConfig)
     group = parser.add_argument_group("loss of the transcoder's activation (TrainConfig.loss)")
@@ -133,13 +138,16 @@ def run(args: argparse.Namespace) -> int:
     from tl_clt.training import train
 
     clt_cfg, train_cfg, data = configs_from_args(args)
-    lens = resolve_model(args.model, args.device)
+    activation = clt_cfg.get("activation", CLTConfig.activation)
+    TrainConfig.from_dict(dict(train_cfg), activation=activation)  # bad values fail before loading
+    lens = resolve_model(args.model, check_device(args.device))
     texts = _load_data(args, data)
     result = train(
         lens, texts, clt_cfg, train_cfg, out_dir=args.out, cache_dir=args.cache,
         seq_len=data.seq_len, buffer_tokens=data.buffer_tokens,
         holdout_sequences=data.holdout_sequences,
         progress=not args.no_progress, wandb_project=args.wandb,
+        allow_config_change=args.allow_config_change,
     )  # fmt: skip
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
     if (

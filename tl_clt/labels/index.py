@@ -16,9 +16,11 @@ Phases:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,8 +31,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_clt._files import clean_temporaries, locked
 from tl_clt.clt import CrossLayerTranscoder
-from tl_clt.errors import IndexMismatchError, InputError
+from tl_clt.errors import FileWriteError, IndexMismatchError, InputError
 from tl_clt.labels import store
 from tl_clt.labels.logits import top_logit_effects
 from tl_clt.labels.reader import FeatureIndex
@@ -40,7 +43,7 @@ from tl_clt.labels.summarise import VERSION
 from tl_clt.lens import Lens
 from tl_clt.replacement import ReplacementModel
 
-FORMAT = "tl_clt.labels/1"
+FORMAT = store.FORMAT
 
 
 def build_feature_index(
@@ -63,7 +66,9 @@ def build_feature_index(
     `replacement` is `ReplacementModel(model, clt)`; `source` is a tensor of token sequences
     [n_seq, seq_len], a list of texts, or a `TokenSource` (for the shipped model, its corpus is
     `tl_clt.toy.corpus_texts()`). Re-running with the same arguments resumes an interrupted
-    run (or returns the finished index); `overwrite=True` starts afresh. With `label`, every
+    run (or returns the finished index); `overwrite=True` starts afresh in a temporary file
+    beside `path` that replaces it only once complete (until then the old index stays). One
+    builder at a time per path: a second gets a FileWriteError. With `label`, every
     live feature gets an offline label and a detection score (`token_classes` names token
     classes for the labels, e.g. `tl_clt.toy.token_classes()`); an index already labelled by
     this summariser version with the same classes (or run again without classes) keeps its
@@ -77,8 +82,27 @@ def build_feature_index(
     if per_pass < 1:
         raise InputError(f"features_per_pass must be positive, got {features_per_pass}")
     path = Path(path)
-    if overwrite:
-        path.unlink(missing_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file path for the feature index")
+    with locked(path, timeout=0.0):
+        clean_temporaries(path.parent, path.name)  # a killed --overwrite build's file
+        work = path.parent / f".{path.name}.new.tmp" if overwrite else path
+        try:
+            index = _build(work, cfg, lens, clt, src, per_pass, checkpoint_seconds, progress)
+            _label(index, label, token_classes, progress)
+            index.close()
+            if work != path:
+                os.replace(work, path)
+        except BaseException as exc:
+            if work != path:  # the old index stays as it was
+                work.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only, ...
+                raise _write_error(path, exc) from exc
+            raise
+    return FeatureIndex(path)
+
+
+def _build(path, cfg, lens, clt, src, per_pass, checkpoint_seconds, progress) -> FeatureIndex:
     conn = store.connect(path)
     try:
         _check_identity(conn, _identity(cfg, lens, clt, src), path)
@@ -89,7 +113,18 @@ def build_feature_index(
         _logits(conn, cfg, lens, clt)
     finally:
         conn.close()
-    index = FeatureIndex(path)
+    return FeatureIndex(path)
+
+
+def _write_error(path: Path, exc: sqlite3.OperationalError) -> FileWriteError:
+    return FileWriteError(
+        errno.EIO,
+        f"cannot write the feature index {path}: {exc}; check that the disk has space and the "
+        "directory is writable",
+    )
+
+
+def _label(index: FeatureIndex, label: bool, token_classes, progress: bool) -> None:
     classes = "" if token_classes is None else classes_fingerprint(token_classes)
     labelled = index.meta.get("label_classes")  # set once labels and scores are written
     stale = index.meta.get("summariser_version") != VERSION
@@ -103,7 +138,6 @@ def build_feature_index(
         with index.conn:
             store.set_meta(index.conn, done)
         index.meta.update(done)
-    return index
 
 
 def classes_fingerprint(token_classes: Mapping[str, Iterable[str]]) -> str:

@@ -35,6 +35,9 @@ from tl_clt.labels.types import (
 )
 from tl_clt.tokenization import separator
 
+#: Index files up to this size are checked whole (SQLite's quick_check) when opened.
+CHECK_BYTES = 256 * 2**20
+
 
 class FeatureIndex:
     """A feature index built by `build_feature_index` (open an existing one with
@@ -46,12 +49,25 @@ class FeatureIndex:
             raise InputError(f"no feature index at {self.path}; build one with tl-clt label")
         self.conn = sqlite3.connect(str(self.path))
         try:
+            if self.path.stat().st_size <= CHECK_BYTES:  # larger files: checked as they are read
+                (result,) = self.conn.execute("PRAGMA quick_check(1)").fetchone()
+                if result != "ok":
+                    raise sqlite3.DatabaseError(result)
             self.meta = store.get_meta(self.conn)
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path} is not a feature index ({exc})") from exc
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            self.conn.close()
+            raise store.damaged(self.path, exc) from exc
         if "identity" not in self.meta or "n_tokens" not in self.meta:
+            self.conn.close()
             raise InputError(f"{self.path} is not a finished feature index; run tl-clt label again")
         ident = self.meta["identity"]
+        if ident.get("format") != store.FORMAT:
+            self.conn.close()
+            raise InputError(
+                f"{self.path} is a feature index of format {ident.get('format')!r}; this version "
+                f"of tl_clt reads {store.FORMAT!r}. Rebuild it with tl-clt label --overwrite, "
+                "or use the tl_clt version that made it"
+            )
         self.config = IndexConfig(**ident["config"])
         self.n_layers: int = ident["n_layers"]
         self.n_features: int = ident["n_features"]

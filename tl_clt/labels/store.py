@@ -32,6 +32,9 @@ from torch import Tensor
 from tl_clt.labels.stream import GROUPS, POOLS, IndexConfig
 from tl_clt.labels.types import FeatureLabel
 
+#: The index file's format (in its identity); readers refuse another.
+FORMAT = "tl_clt.labels/1"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, token TEXT NOT NULL);
@@ -68,10 +71,25 @@ N_QUANTILES = 5
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (or create) an index file for writing; an InputError if it is not one."""
     conn = sqlite3.connect(str(path))
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    try:
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise damaged(path, exc) from exc
     return conn
+
+
+def damaged(path: str | Path, exc: Exception):
+    """The error for an index file SQLite cannot read."""
+    from tl_clt.errors import InputError
+
+    return InputError(
+        f"{path} is not a feature index or is damaged ({exc}); build it again with "
+        "tl-clt label --overwrite (build_feature_index(..., overwrite=True))"
+    )
 
 
 def get_meta(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -35,6 +35,30 @@ __all__ = ["TL_MAJOR", "ActivationCache", "HookPoint", "HookedRootModule", "Lens
 Hook = tuple[str, Callable[..., Any]]
 
 
+#: A text longer than this many characters per context position cannot fit the context (no
+#: tokenizer packs that much into a token): refused before it is tokenised.
+MAX_CHARS_PER_TOKEN = 1000
+
+
+def check_text(text: str, n_ctx: int | None = None) -> None:
+    """An InputError for text that is empty or not valid Unicode, or (given `n_ctx`) far too
+    long for a context of `n_ctx` tokens."""
+    if not text.strip():
+        raise InputError("the prompt is empty; give at least one token of text")
+    if n_ctx is not None and len(text) > n_ctx * MAX_CHARS_PER_TOKEN:
+        raise InputError(
+            f"the prompt has {len(text)} characters, far more than the model's context of "
+            f"{n_ctx} tokens can hold; shorten it"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"the prompt holds {text[exc.start : exc.end]!r} at character {exc.start}, which is not "
+            "valid Unicode text (a lone surrogate); remove it"
+        ) from None
+
+
 class Lens:
     """Wraps a `HookedTransformer` or `TransformerBridge`; `lens.model` is the model itself."""
 
@@ -99,9 +123,13 @@ class Lens:
         )
 
     def identity(self) -> ModelIdentity:
+        """The model's name, shape, weight processing and content fingerprint."""
+        from tl_clt.lens.fingerprint import model_fingerprint
+
         return ModelIdentity(
-            self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing()
-        )
+            self.name, self.n_layers, self.d_model, self.d_vocab, self.weight_processing(),
+            model_fingerprint(self),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ hook names
     def has_hook(self, name: str) -> bool:
@@ -217,8 +245,8 @@ class Lens:
     def to_tokens(
         self, text: str | Sequence[str], prepend_bos: bool = True
     ) -> Int[Tensor, "batch pos"]:
-        if isinstance(text, str) and not text.strip():
-            raise InputError("the prompt is empty; give at least one token of text")
+        if isinstance(text, str):
+            check_text(text)
         return self.model.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
 
     def to_str_tokens(self, tokens: str | Tensor) -> list[str]:
@@ -234,6 +262,8 @@ class Lens:
 
     def tokens(self, prompt: str | Tensor) -> Int[Tensor, "1 pos"]:
         """One prompt as a [1, pos] token tensor (text gets a BOS), checked against the context."""
+        if isinstance(prompt, str):
+            check_text(prompt, self.n_ctx)  # before tokenising: a huge text is refused at once
         toks = self.to_tokens(prompt) if isinstance(prompt, str) else prompt
         if isinstance(prompt, str):
             self._warn_unknown_words(prompt, toks)

@@ -71,11 +71,14 @@ def train(
     progress: bool = True,
     wandb_project: str | None = None,
     dist: DistEnv | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train a transcoder on `model`'s MLPs over `data` (texts, a `datasets` dataset, token
     tensors, or a ready `ActivationSource`). With `out_dir`, the transcoder is saved there
     (`CrossLayerTranscoder.from_pretrained(out_dir)` loads it) beside `metrics.jsonl`,
-    `curves.png`, `summary.json` and `checkpoints/`."""
+    `curves.png`, `summary.json` and `checkpoints/`. A run into an `out_dir` that holds
+    checkpoints resumes from them; one made with other settings or data is refused, naming each
+    difference, unless `allow_config_change`."""
     lens = model if isinstance(model, Lens) else Lens(model)
     cfg = transcoder_config(lens, clt_config)
     tcfg = (
@@ -112,7 +115,8 @@ def train(
         cbs.append(WandbLog(wandb_project, config={"clt": cfg.to_dict(), "train": tcfg.to_dict()}))
     trainer = Trainer(clt, tcfg, cbs + list(callbacks or []), dist=dist)
     if out is not None:  # checkpoints in out_dir/checkpoints; resume from the latest one
-        attach_checkpoints(trainer, out / "checkpoints")
+        trainer.data_fingerprint = source.data_fingerprint()
+        attach_checkpoints(trainer, out / "checkpoints", allow_changes=allow_config_change)
     trainer.fit(source)
     clt.fold_scales()
     if out is not None and dist.is_main:

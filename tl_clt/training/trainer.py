@@ -64,6 +64,10 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self.step = 0
+        #: what the data is (e.g. `ActivationSource.data_fingerprint()`), recorded in checkpoints
+        self.data_fingerprint: str | None = None
+        #: the newest checkpoint written or resumed from, if any
+        self.last_checkpoint: Path | None = None
         self.firing_ema: Tensor | None = None
         self.history: list[dict[str, Any]] = []
 
@@ -175,22 +179,32 @@ class Trainer:
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )
         kw = {"device": self.clt.device, "dtype": self.clt.dtype}
-        return x.to(**kw), y.to(**kw)
+        x, y = x.to(**kw), y.to(**kw)
+        for name, t in (("MLP input", x), ("MLP output", y)):
+            if not bool(torch.isfinite(t).all()):
+                raise TrainingError(
+                    f"the {name} activations of the batch for step {self.step + 1} hold NaN or "
+                    "infinite values; training stopped before using them"
+                    f"{self._kept_checkpoint()}. Check the model's weights and the data (e.g. "
+                    "an fp16 overflow)"
+                )
+        return x, y
 
     def _autocast(self):
         if self.config.autocast == "bf16":
             return torch.autocast(self.clt.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _kept_checkpoint(self) -> str:
+        if self.last_checkpoint is not None:
+            return f"; the last checkpoint written before it is {self.last_checkpoint}"
+        return "" if self.checkpoint_dir is None else "; no checkpoint was written before it"
+
     def _check_finite(self, parts: LossParts, losses: Tensor, grad_norm: Tensor) -> None:
         if bool(torch.isfinite(losses).all()) and bool(torch.isfinite(grad_norm)):
             return
         described = ", ".join(f"{k}={v:.4g}" for k, v in zip(LossParts._fields, losses.tolist()))
-        where = (
-            ""
-            if self.checkpoint_dir is None
-            else f"; the last good checkpoint is in {self.checkpoint_dir}"
-        )
+        where = self._kept_checkpoint()
         raise TrainingError(
             f"the loss is not finite at step {self.step + 1} ({described}, grad norm "
             f"{float(grad_norm):.4g}); training stopped before updating the weights{where}. Lower "
