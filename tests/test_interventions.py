@@ -44,11 +44,13 @@ def test_scaling_by_one_changes_nothing_bitwise(rm, mode, error):
     assert n_hooks(rm) == 0
 
 
-def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand():
+@pytest.mark.parametrize("skip", [False, True])
+def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand(skip):
     """Every feature of layer 1 off in the pure replacement model, computed independently on
-    the Hugging Face model with PyTorch hooks that decode with layer 1's activations zeroed."""
+    the Hugging Face model with PyTorch hooks that decode with layer 1's activations zeroed
+    (and, for a skip transcoder, add each layer's input through its skip connection)."""
     lens = get_model("llama", n_layers=3)
-    clt = clt_for(lens, activation="relu", scales=True)
+    clt = clt_for(lens, activation="relu", scales=True, skip=skip)
     rm = ReplacementModel(lens, clt)
     ablate = [Intervention(1, f, scale=0.0) for f in range(clt.cfg.n_features)]
     result = intervene(rm, PROMPT, ablate, mode="unconstrained", error=False)
@@ -63,10 +65,13 @@ def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand():
                 a = torch.cat([a[:, :1], torch.zeros_like(a[:, 1:])], dim=1)
             acts[layer] = a
 
-        def post(module, args, out, layer=layer):
+        def post(module, args, out, layer=layer, norm=block.post_attention_layernorm):
             y = clt.b_dec[layer].clone()
             for s in range(layer + 1):
                 y = y + acts[s] @ clt.W_dec[s][:, layer - s] / clt.output_scale[layer]
+            if skip:
+                scale = clt.input_scale[layer] / clt.output_scale[layer]
+                y = y + (args[0] / norm.weight) @ clt.W_skip[layer] * scale
             return y
 
         handles += [block.mlp.register_forward_pre_hook(pre), block.mlp.register_forward_hook(post)]

@@ -92,6 +92,9 @@ class CLTConfig:
         input_hook: per-layer hook the encoders read ("ln2.hook_normalized" is the MLP's
             normalised input; "hook_resid_mid" is the residual stream before ln2).
         output_hook: per-layer hook the decoders reconstruct ("hook_mlp_out").
+        skip: a linear skip connection per layer (`W_skip`, from the layer's MLP input to its
+            MLP output, added to the reconstruction), as skip transcoders have; it is part of
+            the linear pathway between features, so attribution's edges stay direct effects.
         dtype: parameter dtype.
         model: identity of the model this transcoder was made for, or None if unknown.
     """
@@ -105,6 +108,7 @@ class CLTConfig:
     threshold_init: float = 0.0
     input_hook: str = "ln2.hook_normalized"
     output_hook: str = "hook_mlp_out"
+    skip: bool = False
     dtype: DType = "float32"
     model: ModelIdentity | None = None
 
@@ -134,6 +138,8 @@ class CLTConfig:
                 f"k={self.k} only applies to activation 'topk' or 'batchtopk', not "
                 f"{self.activation!r}; drop k or change the activation"
             )
+        if not isinstance(self.skip, bool):
+            raise ConfigError(f"CLTConfig.skip must be true or false, got {self.skip!r}")
         if not isinstance(self.threshold_init, (int, float)) or self.threshold_init < 0:
             raise ConfigError(f"threshold_init must be >= 0, got {self.threshold_init!r}")
         if self.model is not None:
