@@ -44,6 +44,7 @@ def test_scaling_by_one_changes_nothing_bitwise(rm, mode, error):
     assert n_hooks(rm) == 0
 
 
+@pytest.mark.filterwarnings("ignore:.*of the scaled features")  # some are inactive: intended
 @pytest.mark.parametrize("skip", [False, True])
 def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand(skip):
     """Every feature of layer 1 off in the pure replacement model, computed independently on
@@ -185,3 +186,30 @@ def test_generation_holds_interventions_on_generated_tokens(rm):
     )
     assert prompt_only.after[0] == pushed.after[0]
     assert n_hooks(rm) == 0
+
+
+def test_scaling_a_feature_that_never_fires_there_warns():
+    from tl_clt.errors import TLCLTWarning
+
+    lens = get_model("gpt2", n_layers=3)
+    clt = clt_for(lens, activation="jumprelu")
+    silent = 5
+    with torch.no_grad():
+        clt.b_enc[0, silent] = -1e3  # never fires
+    rm = ReplacementModel(lens, clt)
+    acts = rm.capture(rm.lens.tokens(PROMPT)).features[0][0]  # [pos, features]
+    assert (acts[:, silent] == 0).all()
+    with pytest.warns(
+        TLCLTWarning, match=rf"1 of the scaled features \(0:{silent}\) is not active"
+    ):
+        result = intervene(rm, PROMPT, [Intervention(0, silent, scale=5.0)])
+    assert torch.equal(result.logits_before, result.logits_after)  # it really changed nothing
+    position = int((acts[:, silent] == 0).nonzero()[-1])
+    with pytest.warns(TLCLTWarning, match=rf"\(0:{silent}@{position} \('"):
+        intervene(rm, PROMPT, [Intervention(0, silent, position=position, scale=0.0)])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an active feature, or a value: no warning
+        intervene(rm, PROMPT, [Intervention(0, silent, value=2.0)])
+        intervene(rm, PROMPT, [Intervention(0, active_feature(rm), position=3, scale=0.0)])
