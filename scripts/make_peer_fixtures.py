@@ -115,6 +115,26 @@ def circuit_tracer_plt(out: Path, gen: torch.Generator) -> None:
     save_file(outputs, str(out / "peer_outputs.safetensors"))
 
 
+def circuit_tracer_graph_nodes(root: Path) -> None:
+    """Node records and metadata as circuit-tracer's graph-file writer makes them, for the
+    nodes tests/test_viz.py builds in tl_clt (features, an error, a token, logits)."""
+    from circuit_tracer.frontend.graph_models import Metadata, Node
+
+    nodes = {
+        "feature_0_5_3": Node.feature_node(0, 3, 5, influence=0.5, activation=1.5),
+        "feature_1_49_2": Node.feature_node(1, 2, 49, influence=0.25, activation=2.0),
+        "feature_3_1023_4": Node.feature_node(3, 4, 1023, influence=0.125, activation=0.5),
+        "token_2": Node.token_node(2, 17, influence=0.75),
+        "logit_7": Node.logit_node(
+            pos=4, vocab_idx=7, token="w7", num_layers=4, target_logit=True, token_prob=0.5
+        ),  # fmt: skip
+    }
+    meta = Metadata(slug="s", scan="m", transcoder_list=[], prompt_tokens=["<bos>", "w1"],
+                    prompt="w1", node_threshold=0.8)  # fmt: skip
+    data = {"nodes": {k: v.model_dump() for k, v in nodes.items()}, "metadata": meta.model_dump()}
+    (root / "circuit_tracer_graph_nodes.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
 def main(root: Path) -> None:
     gen = torch.Generator().manual_seed(0)
     makers = {
@@ -131,6 +151,7 @@ def main(root: Path) -> None:
         out.mkdir(parents=True)
         make(out)
         print(f"wrote {out}")
+    circuit_tracer_graph_nodes(root)
     peers = ("sae-lens", "eai-sparsify", "circuit-tracer", "torch")
     (root / "versions.json").write_text(json.dumps({p: version(p) for p in peers}, indent=2) + "\n")
 
