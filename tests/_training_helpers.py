@@ -32,11 +32,13 @@ def lens(family: str = "gpt2", **shape):
 def small_clt(
     activation: str = "relu", architecture: str = "cross_layer", n_layers: int = 2,
     d_model: int = 8, n_features: int = 12, seed: int = 0, k: int | None = None,
+    skip: bool = False,
 ) -> CrossLayerTranscoder:  # fmt: skip
     k = (k or 3) if activation in ("topk", "batchtopk") else None
     cfg = CLTConfig(
-        n_layers, d_model, n_features, architecture=architecture, activation=activation, k=k
-    )
+        n_layers, d_model, n_features, architecture=architecture, activation=activation, k=k,
+        skip=skip,
+    )  # fmt: skip
     clt = CrossLayerTranscoder(cfg)
     clt.reset_parameters(torch.Generator().manual_seed(seed))
     return clt

@@ -51,7 +51,8 @@ def random_clt(
     **kw,
 ) -> CrossLayerTranscoder:
     """A transcoder with random weights, biases and thresholds (so features are active at a
-    moderate density); with `scales`, non-unit input/output scales too."""
+    moderate density); with `scales`, non-unit input/output scales too; with `skip=True`, a
+    random skip connection."""
     if activation in ("topk", "batchtopk") and "k" not in kw:
         kw["k"] = 3
     cfg = CLTConfig(
@@ -72,6 +73,8 @@ def random_clt(
         clt.b_dec.copy_(0.1 * torch.randn(clt.b_dec.shape, generator=gen))
         if clt.threshold is not None:
             clt.threshold.copy_(0.1 * torch.rand(clt.threshold.shape, generator=gen))
+        if clt.W_skip is not None:  # a skip connection of about a third of the input's size
+            clt.W_skip.copy_(0.3 * torch.randn(clt.W_skip.shape, generator=gen) / d_model**0.5)
         if scales:
             clt.input_scale.copy_(0.5 + torch.rand(n_layers, generator=gen))
             clt.output_scale.copy_(0.5 + torch.rand(n_layers, generator=gen))

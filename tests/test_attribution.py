@@ -103,7 +103,49 @@ def test_every_edge_equals_a_real_intervention(family, architecture, activation,
     if input_hook == "hook_resid_mid":  # the residual stream is ~sqrt(d) times larger
         with torch.no_grad():
             clt.W_enc.div_(4.0)
+    check_every_edge(ReplacementModel(lens, clt))
+
+
+SKIP_CASES = [  # a skip connection (input to output of each layer) on both block kinds
+    ("gpt2", "per_layer", "jumprelu"),
+    ("llama", "cross_layer", "topk"),
+    ("neox", "cross_layer", "relu"),
+]
+
+
+@pytest.mark.parametrize("family,architecture,activation", SKIP_CASES)
+def test_every_edge_equals_a_real_intervention_with_a_skip_connection(
+    family, architecture, activation
+):
+    """The skip path is linear and live in the frozen model, so edges through it are direct
+    effects: measured by the same interventions, which run through the skip connections."""
+    lens = model64(family)
+    clt = clt_for(lens, architecture=architecture, activation=activation, dtype="float64",
+                  scales=True, skip=True)  # fmt: skip
     rm = ReplacementModel(lens, clt)
+    without = ReplacementModel(lens, clt_without_skip(clt))
+    # Hugging Face's RMSNorm normalises in float32 even for float64 inputs, and the 4.x bridge
+    # runs it natively in the clean pass but in float64 where scales are frozen: the two differ
+    # by ~5e-8 relative, which a skip connection (reading the normalised input, ~30x the
+    # residual's size in these tiny models) carries to the logits at ~2e-5 relative
+    graph = check_every_edge(rm, clean_rtol=1e-4)
+    # the skip connection matters: the same transcoder without it gives other edges
+    other = attribute(without, PROMPT, batch_size=64)
+    assert not torch.allclose(graph.adjacency, other.adjacency, rtol=1e-3, atol=1e-6)
+
+
+def clt_without_skip(clt):
+    from tl_clt import CrossLayerTranscoder
+
+    bare = CrossLayerTranscoder(clt.cfg.replace(skip=False)).double()
+    state = {k: v for k, v in clt.state_dict().items() if k != "W_skip"}
+    bare.load_state_dict(state)
+    return bare.eval()
+
+
+def check_every_edge(rm: ReplacementModel, clean_rtol: float = 1e-6):
+    """Every edge of the prompt's graph equals the measured intervention, rows sum to the
+    target minus its all-sources-zeroed value, and the clean values match; returns the graph."""
     graph = attribute(rm, PROMPT, batch_size=64)
     targets, M, row_sums, clean = measure(rm, graph)
     A = graph.adjacency[targets].double()
@@ -115,13 +157,14 @@ def test_every_edge_equals_a_real_intervention(family, architecture, activation,
     # the clean values are the graph's feature pre-activations and logit activations
     acts = [graph.nodes[i].activation for i in targets if graph.nodes[i].kind is NodeKind.LOGIT]
     torch.testing.assert_close(
-        clean[-len(acts) :], torch.tensor(acts, dtype=torch.float64), rtol=1e-6, atol=1e-6
+        clean[-len(acts) :], torch.tensor(acts, dtype=torch.float64), rtol=clean_rtol, atol=1e-6
     )
     # no feature or error node at the BOS; one embedding node per position
     assert all(n.position > 0 for n in graph.nodes if n.kind in (NodeKind.FEATURE, NodeKind.ERROR))
     assert [n.position for n in graph.nodes if n.kind is NodeKind.EMBEDDING] == list(
         range(len(graph.tokens))
     )
+    return graph
 
 
 def test_logit_difference_edges_equal_interventions():

@@ -202,3 +202,56 @@ def test_decoder_rows_are_what_one_unit_of_a_feature_decodes_to(architecture):
         torch.testing.assert_close(clt.decoder_rows(s, ids, 1), rows[:, :1])
         with pytest.raises(InputError, match="write to"):
             clt.decoder_rows(s, ids, n + 1)
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk", "batchtopk"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_skip_connection_adds_each_layers_input_through_its_matrix(architecture, activation):
+    """A skip transcoder's reconstruction is the decoders' plus x[l] @ W_skip[l] (in model
+    units), on every decoding path: dense, sparse, ragged (BatchTopK), layer by layer, and after
+    folding the scales; saving and loading keeps it."""
+    clt = random_clt(L, D, F, architecture, activation, seed=8, scales=True, skip=True)
+    x = torch.randn(N, L, D, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        acts = clt.encode(x)
+        skip = torch.zeros(N, L, D, dtype=torch.float64)
+        for n in range(N):
+            for layer in range(L):
+                w = clt.W_skip[layer].double() * float(clt.input_scale[layer])
+                skip[n, layer] = x[n, layer].double() @ w / float(clt.output_scale[layer])
+        expected = brute_decode(clt, acts) + skip
+        assert skip.abs().max() > 0.1
+        torch.testing.assert_close(clt.decode(acts, x).double(), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(clt(x).double(), expected, atol=1e-5, rtol=1e-5)
+        features = clt.encode_features(x, hooks=False).features
+        torch.testing.assert_close(features.decode(clt, x).double(), expected, atol=1e-5, rtol=1e-5)
+        by_layer = [clt.decode_layer(list(acts.unbind(1)), t, x[:, t]) for t in range(L)]
+        torch.testing.assert_close(
+            torch.stack(by_layer, 1).double(), expected, atol=1e-5, rtol=1e-5
+        )
+        with pytest.raises(InputError, match="skip connection"):
+            clt.decode(acts)
+        if architecture != "shared":
+            clt.fold_scales()
+            torch.testing.assert_close(clt(x).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_skip_connection_is_saved_loaded_and_trained(tmp_path):
+    from tl_clt import CrossLayerTranscoder
+    from tl_clt.errors import ConfigError
+    from tl_clt.io import export_circuit_tracer
+    from tl_clt.training import losses
+
+    clt = random_clt(L, D, F, "cross_layer", "relu", seed=9, scales=True, skip=True)
+    clt.save_pretrained(tmp_path / "skip")
+    loaded = CrossLayerTranscoder.from_pretrained(tmp_path / "skip")
+    assert loaded.cfg.skip and torch.equal(loaded.W_skip, clt.W_skip)
+    with pytest.raises(ConfigError, match="skip connection"):
+        export_circuit_tracer(clt, tmp_path / "ct")
+    # a fresh skip transcoder starts at zero and its skip connection gets a gradient
+    fresh = CrossLayerTranscoder(clt.cfg)
+    assert torch.equal(fresh.W_skip, torch.zeros_like(fresh.W_skip))
+    x, y = torch.randn(N, L, D), torch.randn(N, L, D)
+    recon = losses.forward(fresh, x, fresh.activation).recon
+    (grad,) = torch.autograd.grad((recon - y).square().sum(), fresh.W_skip)
+    assert grad.abs().max() > 0

@@ -44,11 +44,14 @@ def test_scaling_by_one_changes_nothing_bitwise(rm, mode, error):
     assert n_hooks(rm) == 0
 
 
-def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand():
+@pytest.mark.filterwarnings("ignore:.*of the scaled features")  # some are inactive: intended
+@pytest.mark.parametrize("skip", [False, True])
+def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand(skip):
     """Every feature of layer 1 off in the pure replacement model, computed independently on
-    the Hugging Face model with PyTorch hooks that decode with layer 1's activations zeroed."""
+    the Hugging Face model with PyTorch hooks that decode with layer 1's activations zeroed
+    (and, for a skip transcoder, add each layer's input through its skip connection)."""
     lens = get_model("llama", n_layers=3)
-    clt = clt_for(lens, activation="relu", scales=True)
+    clt = clt_for(lens, activation="relu", scales=True, skip=skip)
     rm = ReplacementModel(lens, clt)
     ablate = [Intervention(1, f, scale=0.0) for f in range(clt.cfg.n_features)]
     result = intervene(rm, PROMPT, ablate, mode="unconstrained", error=False)
@@ -63,10 +66,13 @@ def test_ablating_a_layer_in_the_pure_replacement_equals_by_hand():
                 a = torch.cat([a[:, :1], torch.zeros_like(a[:, 1:])], dim=1)
             acts[layer] = a
 
-        def post(module, args, out, layer=layer):
+        def post(module, args, out, layer=layer, norm=block.post_attention_layernorm):
             y = clt.b_dec[layer].clone()
             for s in range(layer + 1):
                 y = y + acts[s] @ clt.W_dec[s][:, layer - s] / clt.output_scale[layer]
+            if skip:
+                scale = clt.input_scale[layer] / clt.output_scale[layer]
+                y = y + (args[0] / norm.weight) @ clt.W_skip[layer] * scale
             return y
 
         handles += [block.mlp.register_forward_pre_hook(pre), block.mlp.register_forward_hook(post)]
@@ -180,3 +186,30 @@ def test_generation_holds_interventions_on_generated_tokens(rm):
     )
     assert prompt_only.after[0] == pushed.after[0]
     assert n_hooks(rm) == 0
+
+
+def test_scaling_a_feature_that_never_fires_there_warns():
+    from tl_clt.errors import TLCLTWarning
+
+    lens = get_model("gpt2", n_layers=3)
+    clt = clt_for(lens, activation="jumprelu")
+    silent = 5
+    with torch.no_grad():
+        clt.b_enc[0, silent] = -1e3  # never fires
+    rm = ReplacementModel(lens, clt)
+    acts = rm.capture(rm.lens.tokens(PROMPT)).features[0][0]  # [pos, features]
+    assert (acts[:, silent] == 0).all()
+    with pytest.warns(
+        TLCLTWarning, match=rf"1 of the scaled features \(0:{silent}\) is not active"
+    ):
+        result = intervene(rm, PROMPT, [Intervention(0, silent, scale=5.0)])
+    assert torch.equal(result.logits_before, result.logits_after)  # it really changed nothing
+    position = int((acts[:, silent] == 0).nonzero()[-1])
+    with pytest.warns(TLCLTWarning, match=rf"\(0:{silent}@{position} \('"):
+        intervene(rm, PROMPT, [Intervention(0, silent, position=position, scale=0.0)])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an active feature, or a value: no warning
+        intervene(rm, PROMPT, [Intervention(0, silent, value=2.0)])
+        intervene(rm, PROMPT, [Intervention(0, active_feature(rm), position=3, scale=0.0)])

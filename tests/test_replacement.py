@@ -18,9 +18,10 @@ def n_hooks(lens) -> int:
     return sum(len(hp.fwd_hooks) for hp in set(lens.model.hook_dict.values()))
 
 
+@pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_error_term_reproduces_the_model(lens, architecture):
-    rm = ReplacementModel(lens, clt_for(lens, architecture=architecture))
+def test_error_term_reproduces_the_model(lens, architecture, skip):
+    rm = ReplacementModel(lens, clt_for(lens, architecture=architecture, skip=skip))
     tokens = lens.tokens(PROMPT)
     with torch.no_grad():
         original = lens.model(tokens)

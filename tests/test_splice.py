@@ -202,3 +202,26 @@ def test_arguments_in_the_wrong_order_or_positional_hooks_are_refused(rm):
         intervene(rm, PROMPT, iv, "unconstrained")  # options are keyword-only
     with pytest.raises(InputError, match="output='leaf' needs"):
         Splice(output="leaf")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "neox"])
+def test_features_are_encoded_from_the_models_own_mlp_inputs(family):
+    """The clean spliced run (error term live) leaves every MLP output bitwise the model's, so
+    the transcoder reads exactly the inputs the model computes: a JumpReLU feature placed at
+    its threshold is active or not exactly as on the model's own activations."""
+    lens = get_model(family, n_layers=3)
+    clt = clt_for(lens, activation="jumprelu")
+    tokens = lens.tokens("w3 w1 w4 w1 w5 w9 w2")
+    names = [lens.mlp_in(layer) for layer in range(3)]
+    with torch.no_grad():
+        _, cache = lens.cache(tokens, names)
+        # put the threshold of the last layer's strongest feature at the last position just
+        # below its pre-activation there: the smallest change of input switches it off
+        pre = clt.encode_layer_with_pre(cache[names[2]], 2)[0][0, -1]
+        f = int(pre.argmax())
+        clt.threshold[2, f] = torch.nextafter(pre[f], torch.tensor(float("-inf")))
+        run = ReplacementModel(lens, clt).capture(tokens)
+    for layer, name in enumerate(names):
+        assert torch.equal(run.mlp_in[layer], cache[name])
+    expected = clt.encode_layer(cache[names[2]], 2)
+    assert torch.equal(run.features[2], expected) and run.features[2][0, -1, f] > 0

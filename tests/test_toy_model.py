@@ -71,6 +71,11 @@ def test_the_tokenizer_ignores_case_and_matches_a_rebuilt_one(lens, tmp_path):
     word_level_tokenizer(load_corpus().vocabulary, tmp_path, lowercase=True)
     built = json.loads((tmp_path / "tokenizer.json").read_text())
     assert built == json.loads((MODEL_DIR / "tokenizer.json").read_text())
+    # and names a tokenizer class both transformers majors load (5.x alone knows the name
+    # "TokenizersBackend" it writes by default)
+    for directory in (tmp_path, MODEL_DIR):
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
 
 
 def test_transformer_lens_and_transformers_give_the_same_logits(lens, hf):

@@ -67,6 +67,15 @@ def test_trace_writes_graph_files_and_prints_paths_and_scores(tmp_path, capsys):
     assert main([*args, "--logit-diff", "w3", "w4", "--slug", "diff"]) == 0
     diff = AttributionGraph.load(out / "graph")
     assert [n.token for n in diff.nodes if n.kind is NodeKind.LOGIT] == ["w3 - w4"]
+    # --faithfulness N: the N strongest sources turned off, the figures printed and saved, the
+    # graph's own definition exact
+    capsys.readouterr()
+    assert main([*args, "--faithfulness", "3", "--supernodes", "none"]) == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "faithfulness.json").read_text())
+    assert len({e["source"] for e in saved["edges"]}) == 3 and saved["direct_sign_agreement"] == 1
+    assert f"model  sign agrees {saved['model_sign_agreement']:6.1%}" in text
+    assert main([*args, "--faithfulness", "-1"]) == 2
 
 
 def test_trace_rejects_half_a_model(tmp_path, capsys):

@@ -22,6 +22,7 @@ _EXPORTS = {
     "CrossLayerTranscoder": "tl_clt.clt",
     "Lens": "tl_clt.lens",
     "load_model": "tl_clt.lens",
+    "load_transcoder": "tl_clt.published",
     "ReplacementModel": "tl_clt.replacement",
     # attribution graphs
     "AttributionGraph": "tl_clt.graph",
@@ -85,6 +86,7 @@ __all__ = [  # the keys of _EXPORTS (a test checks)
     "group_supernodes",
     "intervene",
     "load_model",
+    "load_transcoder",
     "render_graph",
     "train",
     "validate_supernodes",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from tl_clt.interventions import Intervention, intervene
     from tl_clt.labels import FeatureIndex, build_feature_index
     from tl_clt.lens import Lens, load_model
+    from tl_clt.published import load_transcoder
     from tl_clt.replacement import ReplacementModel
     from tl_clt.supernodes import group_supernodes, validate_supernodes
     from tl_clt.training import TrainConfig, train

@@ -2,7 +2,9 @@
 the paper's "cross_layer" form) every later layer.
 
 Shapes follow TransformerLens (`x @ W`): W_enc [n_enc, d_model, F], b_enc [n_enc, F], W_dec[s]
-[F, n_targets(s), d_model] stored per source layer s, b_dec [n_layers, d_model]. "per_layer"
+[F, n_targets(s), d_model] stored per source layer s, b_dec [n_layers, d_model], and, for a
+skip transcoder (`cfg.skip`), W_skip [n_layers, d_model, d_model]: each layer's reconstruction
+adds `x @ W_skip[l]`, a linear path from the layer's MLP input to its output. "per_layer"
 keeps only the s→s decoder; "shared" has one encoder and one decoder used at every layer
 (n_enc = 1). Per-layer `input_scale` / `output_scale` buffers hold the training normalisation;
 `fold_scales()` folds them into the weights where the architecture allows it.
@@ -65,6 +67,10 @@ class CrossLayerTranscoder(HookedRootModule):
             nn.Parameter(torch.empty(nf, self.n_targets(s), d, **kw)) for s in range(n_enc)
         )
         self.b_dec = nn.Parameter(torch.zeros(L, d, **kw))
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(L, d, d, **kw))
+        else:
+            self.register_parameter("W_skip", None)
         #: The features' activation function (`tl_clt.nonlinearity`), built from the config.
         self.activation = nonlinearity.from_config(cfg)
         theta = torch.full((n_enc, nf), float(cfg.threshold_init), **kw)
@@ -86,7 +92,8 @@ class CrossLayerTranscoder(HookedRootModule):
 
     # ------------------------------------------------------------------ structure
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Encoders U(±1/√F), decoders U(±1/√(L·d)), biases zero (the paper's initialisation)."""
+        """Encoders U(±1/√F), decoders U(±1/√(L·d)), biases zero (the paper's initialisation);
+        a skip connection starts at zero, as skip transcoders are trained."""
         cfg = self.cfg
         with torch.no_grad():
             bound = 1.0 / math.sqrt(cfg.n_features)
@@ -96,6 +103,8 @@ class CrossLayerTranscoder(HookedRootModule):
                 w.uniform_(-bound, bound, generator=generator)
             self.b_enc.zero_()
             self.b_dec.zero_()
+            if self.W_skip is not None:
+                self.W_skip.zero_()
 
     def n_targets(self, source: int) -> int:
         """How many layers a source layer's features write to."""
@@ -136,6 +145,8 @@ class CrossLayerTranscoder(HookedRootModule):
             self.W_enc.mul_(self.input_scale[:, None, None])
             for s, w in enumerate(self.W_dec):
                 w.div_(self.output_scale[s : s + w.shape[1]][None, :, None])
+            if self.W_skip is not None:
+                self.W_skip.mul_((self.input_scale / self.output_scale)[:, None, None])
             self.input_scale.fill_(1.0)
             self.output_scale.fill_(1.0)
 
@@ -194,6 +205,31 @@ class CrossLayerTranscoder(HookedRootModule):
         if bool((scale == 1).all()):
             return rows
         return rows / scale[None, :, None].to(rows.dtype)
+
+    def W_skip_at(self, layer: int) -> Float[Tensor, "d_model d_model"] | None:
+        """The skip connection of `layer` in model units (None without one)."""
+        self._check_layer(layer)
+        if self.W_skip is None:
+            return None
+        return self.W_skip[layer] * (self.input_scale[layer] / self.output_scale[layer])
+
+    def skip_layer(self, x: Float[Tensor, "... d_model"], layer: int) -> Tensor | None:
+        """What the skip connection adds to `layer`'s output for its input `x` (None without
+        one)."""
+        w = self.W_skip_at(layer)
+        return None if w is None else x @ w
+
+    def _skip_all(self, x: Float[Tensor, "... n_layers d_model"]) -> Tensor:
+        """The skip connection's contribution to every layer, in the normalised units the
+        decoders write in (before `_finish` divides by the output scales)."""
+        return torch.einsum("...ld,lde->...le", x * self.input_scale[:, None], self.W_skip)
+
+    def _need_x(self, x: Tensor | None) -> None:
+        if self.W_skip is not None and x is None:
+            raise InputError(
+                "this transcoder has a skip connection: its reconstruction needs the MLP "
+                "inputs too (pass x=)"
+            )
 
     def decoder_norms(self) -> Float[Tensor, "n_enc n_features"]:
         """Norm of each feature's concatenated decoders (to all the layers it writes to)."""
@@ -281,17 +317,32 @@ class CrossLayerTranscoder(HookedRootModule):
 
     # ------------------------------------------------------------------ decoding
     def decode_layer(
-        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
+        self,
+        acts: Sequence[Float[Tensor, "... n_features"] | None],
+        layer: int,
+        x: Float[Tensor, "... d_model"] | None = None,
     ) -> Float[Tensor, "... d_model"]:
         """Reconstruction of `layer`'s output from the activations of layers 0..layer
-        (`acts[s]` for source layer s; only the sources that write to `layer` are read),
-        through the layer's `hook_recons`."""
-        return self.blocks[layer].hook_recons(self.reconstruct_layer(acts, layer))
+        (`acts[s]` for source layer s; only the sources that write to `layer` are read) and,
+        for a skip transcoder, the layer's input `x`, through the layer's `hook_recons`."""
+        return self.blocks[layer].hook_recons(self.reconstruct_layer(acts, layer, x))
 
     def reconstruct_layer(
-        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
+        self,
+        acts: Sequence[Float[Tensor, "... n_features"] | None],
+        layer: int,
+        x: Float[Tensor, "... d_model"] | None = None,
     ) -> Float[Tensor, "... d_model"]:
         """`decode_layer` without the hook point."""
+        self._need_x(x)
+        out = self.decoded_layer(acts, layer)
+        return out if self.W_skip is None else out + self.skip_layer(x, layer)
+
+    def decoded_layer(
+        self, acts: Sequence[Float[Tensor, "... n_features"] | None], layer: int
+    ) -> Float[Tensor, "... d_model"]:
+        """What the features (and the decoder bias) write to `layer`'s output: the
+        reconstruction less any skip connection."""
         out = self.b_dec[layer]
         for s in self.reads_from(layer):
             w = self.W_dec[self._enc(s)][:, layer - s]
@@ -299,22 +350,35 @@ class CrossLayerTranscoder(HookedRootModule):
         return out
 
     def decode(
-        self, acts: Float[Tensor, "... n_layers n_features"]
+        self,
+        acts: Float[Tensor, "... n_layers n_features"],
+        x: Float[Tensor, "... n_layers d_model"] | None = None,
     ) -> Float[Tensor, "... n_layers d_model"]:
-        """Reconstruction of every layer's output from dense activations."""
+        """Reconstruction of every layer's output from dense activations (and, for a skip
+        transcoder, every layer's input `x`)."""
+        self._need_x(x)
         out = None
         for s, a in enumerate(acts.unbind(-2)):  # one backward stack, not a select per layer
             w = self.W_dec[self._enc(s)]  # [F, T, d]
             contrib = (a @ w.flatten(1)).unflatten(-1, w.shape[1:])
             out = self._accumulate(out, contrib, s)
-        return self._finish(out)
+        return self._finish(out, x)
 
     def decode_sparse(
-        self, features: SparseFeatures | RaggedFeatures, batch_shape: Sequence[int] | None = None
+        self,
+        features: SparseFeatures | RaggedFeatures,
+        batch_shape: Sequence[int] | None = None,
+        x: Float[Tensor, "... n_layers d_model"] | None = None,
+        *,
+        skip: bool = True,
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruction from active features only: reads just their decoder rows (one
         `embedding_bag` per source layer), never a dense [tokens, layers, features] tensor.
-        `RaggedFeatures` give each token its own number of active features (BatchTopK)."""
+        `RaggedFeatures` give each token its own number of active features (BatchTopK). A skip
+        transcoder also needs every layer's input `x` (any leading shape with n_tokens
+        elements); `skip=False` decodes the features' writes alone (e.g. AuxK's residual)."""
+        if skip:
+            self._need_x(x)
         L = self.cfg.n_layers
         out = None
         for s in range(L):
@@ -324,7 +388,7 @@ class CrossLayerTranscoder(HookedRootModule):
                 idx, w.flatten(1), offsets, per_sample_weights=val.to(w.dtype), mode="sum"
             ).unflatten(-1, w.shape[1:])
             out = self._accumulate(out, contrib, s)
-        recon = self._finish(out)
+        recon = self._finish(out, x if skip else None, skip=skip)
         return recon if batch_shape is None else recon.reshape(*batch_shape, L, self.cfg.d_model)
 
     def _accumulate(self, out: Tensor | None, contrib: Tensor, source: int) -> Tensor:
@@ -337,7 +401,11 @@ class CrossLayerTranscoder(HookedRootModule):
         out[..., t.start : t.stop, :] += contrib
         return out
 
-    def _finish(self, out: Float[Tensor, "... n_layers d_model"]) -> Tensor:
+    def _finish(
+        self, out: Float[Tensor, "... n_layers d_model"], x: Tensor | None = None, skip: bool = True
+    ) -> Tensor:
+        if self.W_skip is not None and skip:
+            out = out + self._skip_all(x.reshape(out.shape).to(out.dtype))
         recons = [
             self.blocks[t].hook_recons(o / self.output_scale[t] + self.b_dec[t])
             for t, o in enumerate(out.unbind(-2))
@@ -348,4 +416,4 @@ class CrossLayerTranscoder(HookedRootModule):
         self, x: Float[Tensor, "... n_layers d_model"]
     ) -> Float[Tensor, "... n_layers d_model"]:
         """Reconstruct every layer's MLP output from every layer's MLP input."""
-        return self.encode_features(x).features.decode(self).reshape(x.shape)
+        return self.encode_features(x).features.decode(self, x).reshape(x.shape)

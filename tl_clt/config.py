@@ -152,6 +152,9 @@ class CLTConfig:
             `Lens.mlp_in` picks the hook that carries it in each family.
         output_hook: what the decoders reconstruct ("hook_mlp_out": what the MLP adds to the
             residual stream, after any post-MLP norm; `Lens.mlp_out`).
+        skip: a linear skip connection per layer (`W_skip`, from the layer's MLP input to its
+            MLP output, added to the reconstruction), as skip transcoders have; it is part of
+            the linear pathway between features, so attribution's edges stay direct effects.
         dtype: parameter dtype.
         model: identity of the model this transcoder was made for, or None if unknown.
     """
@@ -165,6 +168,7 @@ class CLTConfig:
     threshold_init: float = 0.0
     input_hook: str = "ln2.hook_normalized"
     output_hook: str = "hook_mlp_out"
+    skip: bool = False
     dtype: DType = "float32"
     model: ModelIdentity | None = None
 
@@ -194,6 +198,8 @@ class CLTConfig:
                 f"k={self.k} only applies to activation 'topk' or 'batchtopk', not "
                 f"{self.activation!r}; drop k or change the activation"
             )
+        if not isinstance(self.skip, bool):
+            raise ConfigError(f"CLTConfig.skip must be true or false, got {self.skip!r}")
         if not isinstance(self.threshold_init, (int, float)) or self.threshold_init < 0:
             raise ConfigError(f"threshold_init must be >= 0, got {self.threshold_init!r}")
         if self.model is not None:

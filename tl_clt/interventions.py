@@ -24,6 +24,7 @@ Modes:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -31,7 +32,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from tl_clt.errors import InputError
+from tl_clt.errors import InputError, TLCLTWarning
 from tl_clt.replacement import ReplacementModel, check_call
 from tl_clt.splice import CleanRun, Edit, Splice, SpliceRun
 from tl_clt.tokenization import visible
@@ -332,6 +333,38 @@ def paired_runs(
     return PairedRun(tokens, logits_b, logits_a, before, after)
 
 
+def warn_inactive(
+    interventions: Sequence[Intervention], features: Sequence[Tensor], str_tokens: Sequence[str]
+) -> None:
+    """One warning naming the scaling interventions whose feature is inactive at every position
+    they touch in the clean run (`features`: per layer [1, pos, n_features]): scaling a zero
+    changes nothing, which would otherwise look like a feature without effect."""
+    n = features[0].shape[1]
+    silent = []
+    for iv in interventions:
+        if iv.scale is None or iv.scale == 1.0:
+            continue
+        where = list(iv.positions(n, n))
+        if where and bool((features[iv.layer][0, where, iv.feature] != 0).any()):
+            continue
+        at = "" if iv.position == "all" else (
+            f"@{where[0]} ({visible(str_tokens[where[0]])!r})" if len(where) == 1
+            else f"@{iv.position}"
+        )  # fmt: skip
+        silent.append(f"{iv.layer}:{iv.feature}{at}")
+    if silent:
+        names = ", ".join(silent[:6]) + (f" and {len(silent) - 6} more" if len(silent) > 6 else "")
+        one = len(silent) == 1
+        warnings.warn(
+            f"{len(silent)} of the scaled features ({names}) {'is' if one else 'are'} not active "
+            "where the intervention applies on this prompt, so scaling "
+            f"{'it' if one else 'them'} changes nothing; set a value instead (value=...) or "
+            "pick positions where they fire",
+            TLCLTWarning,
+            stacklevel=3,
+        )
+
+
 def intervene(
     rm: ReplacementModel | Any,  # checked in the body: a wrong order is an InputError
     prompt: str | Tensor | Any,
@@ -349,8 +382,10 @@ def intervene(
     pair = paired_runs(
         rm, prompt, interventions, mode=mode, error=error, freeze_features=freeze_features
     )
+    str_tokens = rm.lens.token_texts(pair.tokens)
+    warn_inactive(interventions, pair.before.features, str_tokens)
     return InterventionResult(
-        str_tokens=rm.lens.token_texts(pair.tokens),
+        str_tokens=str_tokens,
         interventions=tuple(interventions),
         mode=mode,
         logits_before=pair.logits_before[0].detach(),

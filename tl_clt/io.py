@@ -200,6 +200,11 @@ def export_circuit_tracer(
             f"circuit-tracer's CLT layout supports relu and jumprelu, not {cfg.activation!r}; "
             "convert the activation first (a BatchTopK transcoder's threshold makes it a JumpReLU)"
         )
+    if cfg.skip:
+        raise ConfigError(
+            "circuit-tracer's cross-layer layout has no skip connection, and this transcoder has "
+            "one; save it with save_pretrained instead"
+        )
     directory = Path(directory)
     L, d, nf = cfg.n_layers, cfg.d_model, cfg.n_features
     with torch.no_grad():

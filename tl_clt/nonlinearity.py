@@ -121,8 +121,8 @@ class DenseFeatures(NamedTuple):
         """Tokens on which each feature fired, per layer (float64; acts [n, n_layers, F])."""
         return (self.acts > 0).sum(0).double()  # no float copy of [n, L, F]
 
-    def decode(self, clt: Any) -> Float[Tensor, "... n_layers d_model"]:
-        return clt.decode(self.acts)
+    def decode(self, clt: Any, x: Tensor | None = None) -> Float[Tensor, "... n_layers d_model"]:
+        return clt.decode(self.acts, x)
 
 
 class SparseFeatures(NamedTuple):
@@ -145,8 +145,10 @@ class SparseFeatures(NamedTuple):
         on = (self.values > 0).double().transpose(0, 1).reshape(L, -1)
         return counts.scatter_add_(1, self.indices.transpose(0, 1).reshape(L, -1), on)
 
-    def decode(self, clt: Any) -> Float[Tensor, "n_tokens n_layers d_model"]:
-        return clt.decode_sparse(self)
+    def decode(
+        self, clt: Any, x: Tensor | None = None
+    ) -> Float[Tensor, "n_tokens n_layers d_model"]:
+        return clt.decode_sparse(self, x=x)
 
 
 class RaggedFeatures(NamedTuple):
@@ -178,8 +180,10 @@ class RaggedFeatures(NamedTuple):
             counts.append(torch.bincount(idx[val > 0], minlength=n_features).double())
         return torch.stack(counts)
 
-    def decode(self, clt: Any) -> Float[Tensor, "n_tokens n_layers d_model"]:
-        return clt.decode_sparse(self)
+    def decode(
+        self, clt: Any, x: Tensor | None = None
+    ) -> Float[Tensor, "n_tokens n_layers d_model"]:
+        return clt.decode_sparse(self, x=x)
 
 
 Features = DenseFeatures | SparseFeatures | RaggedFeatures

@@ -168,17 +168,28 @@ class SpliceRun:
     # ------------------------------------------------------------------ MLP output
     def _write(self, mlp_out: Tensor, hook: Any, layer: int) -> Tensor:
         sp, clt = self.splice, self.clt
+        x = self._input(layer)
         if sp.output == "leaf":
+            # the held features and the error term are the leaf; a skip connection stays live
+            # (a linear path from this layer's input, like attention's frozen-pattern path)
+            skip = None if x is None else clt.skip_layer(x, layer)
             with torch.no_grad():
-                value = self._output(clt.decode_layer(sp.hold, layer), mlp_out, layer)
+                value = self._output(clt.decode_layer(sp.hold, layer, x), mlp_out, layer)
+                if skip is not None:
+                    value = value - skip
             leaf = value.to(mlp_out.dtype).clone().requires_grad_(True)
             self.leaves.append(leaf)
-            return leaf
-        recon = clt.decode_layer(self.features, layer)
+            return leaf if skip is None else leaf + skip.to(mlp_out.dtype)
+        recon = clt.decode_layer(self.features, layer, x)
         out = self._output(recon, mlp_out, layer).to(mlp_out.dtype)
         if sp.keep_bos:
             out = torch.cat([mlp_out[:, :1], out[:, 1:]], dim=1)
         return out
+
+    def _input(self, layer: int) -> Tensor | None:
+        """This layer's MLP input in the transcoder's dtype, where a skip connection reads it."""
+        x = self.mlp_in[layer]
+        return None if x is None or self.clt.W_skip is None else x.to(self.clt.dtype)
 
     def _output(self, recon: Tensor, mlp_out: Tensor, layer: int) -> Tensor:
         """The reconstruction plus this layer's error term (through `hook_error`)."""
@@ -188,7 +199,10 @@ class SpliceRun:
             return recon
         if sp.error == "live":
             unedited = all(self.features[s] is self.base[s] for s in clt.reads_from(layer))
-            base = (recon if unedited else clt.reconstruct_layer(self.base, layer)).detach()
+            base = (
+                recon if unedited else clt.reconstruct_layer(self.base, layer, self._input(layer))
+            )
+            base = base.detach()
             err = (mlp_out.to(recon.dtype) - base).detach()
             hooked = clt.blocks[layer].hook_error(err)
             self.errors[layer] = hooked

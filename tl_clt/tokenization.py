@@ -3,10 +3,12 @@ tokenizer still work with `to_tokens` / `to_str_tokens` under TransformerLens 3.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tl_clt._files import atomic_write_text
 from tl_clt.errors import InputError
 
 BOS, PAD, UNK = "<bos>", "<pad>", "<unk>"
@@ -40,9 +42,25 @@ def word_level_tokenizer(
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=PAD, unk_token=UNK
     )
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(directory))
+    save_tokenizer(fast, directory)
     return load_tokenizer(directory)
+
+
+#: The class a saved fast tokenizer names in tokenizer_config.json: one that transformers 4.x
+#: and 5.x both load (5.x writes "TokenizersBackend", a name 4.x does not know).
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
+def save_tokenizer(tokenizer, directory: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained(directory)`, with tokenizer_config.json naming a class that
+    both transformers majors load (so a saved model opens beside libraries pinned to 4.x)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(directory))
+    path = Path(directory) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+        atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
 
 def load_tokenizer(directory: str | os.PathLike):

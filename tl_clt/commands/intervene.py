@@ -18,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--scale", type=float, help="multiply the activation (2 up, -1 invert, 0 off)")
     how.add_argument("--value", type=float, help="clamp the activation to this value")
-    parser.add_argument("--mode", choices=["constrained", "unconstrained"], default="unconstrained")
+    parser.add_argument(
+        "--mode", choices=["constrained", "unconstrained"], default="constrained",
+        help="constrained (default, as tl_clt.intervene): attention patterns, normalisation "
+        "scales and error terms held at the clean run's; unconstrained: everything responds "
+        "(--generate always continues unconstrained)",
+    )  # fmt: skip
     parser.add_argument(
         "--pure", action="store_true", help="pure replacement model (no error terms)"
     )

@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ablate each supernode and compare with the grouped graph's prediction",
     )
+    parser.add_argument(
+        "--faithfulness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="turn off the N strongest source features one at a time and compare the graph's "
+        "prediction with the change in the model itself (writes faithfulness.json; default 0)",
+    )
 
 
 def slugify(text: str) -> str:
@@ -124,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
     _report(graph, pruned, args.paths, out, slug)
     if grouped is not None:
         _report_supernodes(rm, grouped, args.validate_supernodes, graph)
+    if args.faithfulness < 0:
+        from tl_clt.errors import InputError
+
+        raise InputError(f"--faithfulness {args.faithfulness}: give a number of features >= 0")
+    if args.faithfulness:
+        _report_faithfulness(rm, graph, args.faithfulness, out)
     if args.html:
         page = render_graph(pruned, index, grouped, clt)
         path = page.save(args.html)
@@ -131,6 +145,18 @@ def run(args: argparse.Namespace) -> int:
             f"wrote the graph page {path} ({path.stat().st_size / 2**20:.2f} MB); open it in a browser"
         )
     return 0
+
+
+def _report_faithfulness(rm: Any, graph: Any, n: int, out: Path) -> None:
+    import json
+
+    from tl_clt._files import atomic_write_text
+    from tl_clt.faithfulness import faithfulness
+
+    result = faithfulness(rm, graph, n_sources=n)
+    print(result)
+    atomic_write_text(out / "faithfulness.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    print(f"wrote {out / 'faithfulness.json'}")
 
 
 def _report_supernodes(rm: Any, grouped: Any, validate: bool, graph: Any) -> None:

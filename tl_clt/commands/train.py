@@ -30,7 +30,7 @@ __all__ = ["add_arguments", "resolve_model", "run"]
 
 HELP = "train a cross-layer transcoder on a model's MLPs"
 #: The transcoder fields settable from the command line (the rest follow from the model).
-CLT_FLAGS = ("architecture", "activation", "k", "n_features")
+CLT_FLAGS = ("architecture", "activation", "k", "n_features", "skip")
 #: Prefix of the flags of the activations' loss settings (`--loss-aux-coefficient`).
 LOSS_PREFIX = "loss_"
 MODEL_HELP_TRAIN = (

@@ -34,7 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_clt._files import atomic_write_text
-from tl_clt.tokenization import BOS, PAD, word_level_tokenizer
+from tl_clt.tokenization import BOS, PAD, save_tokenizer, word_level_tokenizer
 from tl_clt.toy.corpus import Corpus, CorpusConfig, build_corpus
 from tl_clt.toy.load import MODEL_NAME, RECORD_FILE, load_lens
 from tl_clt.toy.tasks import Accuracy, evaluate, format_accuracy
@@ -200,7 +200,7 @@ def save_model(model, tokenizer, out: Path, record: dict) -> None:
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
         atomic_write_text(tmp / RECORD_FILE, json.dumps(record, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

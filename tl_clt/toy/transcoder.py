@@ -139,7 +139,7 @@ def measure_clt(
         x = torch.stack([cache[names[i]][keep] for i in range(L)], 1).to(clt.dtype)
         y = torch.stack([cache[names[L + i]][keep] for i in range(L)], 1).to(clt.dtype)
         acts = clt.encode(x)
-        recon = clt.decode(acts)
+        recon = clt.decode(acts, x)
         err += (recon - y).double().pow(2).sum((0, 2)).cpu()
         sq += y.double().pow(2).sum((0, 2)).cpu()
         total += y.double().sum(0).cpu()

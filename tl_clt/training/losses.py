@@ -61,8 +61,8 @@ def forward(
     faster choice on a GPU), else from the active features' decoder rows only."""
     pre, features = clt.encode_features(x, hooks=False, activation=activation)
     if dense_decode:
-        return Forward(pre, features, clt.decode(features.dense(clt.cfg.n_features)))
-    return Forward(pre, features, features.decode(clt))
+        return Forward(pre, features, clt.decode(features.dense(clt.cfg.n_features), x))
+    return Forward(pre, features, features.decode(clt, x))
 
 
 def reconstruction_loss(
@@ -121,7 +121,7 @@ def auxk_loss(
     masked = pre.masked_fill(~dead, float("-inf"))
     values, indices = masked.topk(k_aux, dim=-1, sorted=False)
     values = torch.relu(values).nan_to_num(0.0)
-    contrib = clt.decode_sparse(SparseFeatures(indices, values)) - clt.b_dec
+    contrib = clt.decode_sparse(SparseFeatures(indices, values), skip=False) - clt.b_dec
     err = contrib * clt.output_scale[:, None] - residual
     return err.float().pow(2).mean(dim=(0, 2)).sum()
 

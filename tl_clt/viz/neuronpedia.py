@@ -5,6 +5,9 @@ Node ids: `"{layer}_{feature}_{pos}"` for features, `"E_{token_id}_{pos}"` for e
 `"{n_layers + 1}_{token_id}_{pos}"` for logits (a logit difference takes the virtual id
 `d_vocab + i`), and `"{layer}_error_{pos}"` for error nodes, which therefore never collide with a
 feature id (older writers used `"0_{layer}_{pos}"`, the id of feature `layer` at layer 0).
+A feature's `feature` field is the Cantor pairing of (layer, feature), as circuit-tracer writes
+it (so its server and Neuronpedia decode the right layer and feature), and `metadata` declares
+`schema_version` 1.
 Supernodes go in `qParams.supernodes` as `[name, node_id, ...]` lists: pass a `GroupedGraph`
 (made on this graph or on a pruned graph of it) or `Supernode`s of this graph, whose members the
 pruned export leaves out are dropped (and a supernode left empty), or (name, ids) pairs, written
@@ -19,7 +22,6 @@ The export is a pruned graph as it is (`graph.prune(spec)`; an unpruned graph is
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,8 @@ from tl_clt.prune import PruneSpec
 from tl_clt.tokenization import visible
 
 INDEX_FILE = "graph-metadata.json"
+#: The graph-file schema the viewer's files declare (circuit-tracer writes 1).
+SCHEMA_VERSION = 1
 FEATURE_TYPES = {
     NodeKind.FEATURE: "cross layer transcoder",
     NodeKind.ERROR: "mlp reconstruction error",
@@ -59,6 +63,18 @@ def logit_vocab_id(node: Node, virtual_id: int | None) -> int | None:
     return node.token_id
 
 
+def feature_number(layer: int, feature: int) -> int:
+    """A feature's one-number id in the viewer's `feature` field: the Cantor pairing of
+    (layer, feature), unique for any sizes and what circuit-tracer's graph files hold."""
+    return (layer + feature) * (layer + feature + 1) // 2 + feature
+
+
+def feature_fields(layer: int, feature: int) -> dict[str, Any]:
+    """The viewer's `feature`, `layer` and `jsNodeId` of a feature node."""
+    return {"feature": feature_number(layer, feature), "layer": str(layer),
+            "jsNodeId": f"{layer}_{feature}-0"}  # fmt: skip
+
+
 def _virtual_ids(graph: AttributionGraph) -> dict[int, int]:
     """node index -> `d_vocab + k` for the k-th logit node (used by logit differences)."""
     vocab = graph.info.d_vocab or 0
@@ -81,7 +97,6 @@ def _node_record(
     virtual_id: int | None = None,
 ) -> dict[str, Any]:
     n, L = graph.nodes[i], graph.info.n_layers
-    digits = 10 ** math.ceil(math.log10(max(graph.info.n_features, 2)))
     record: dict[str, Any] = {
         "node_id": nid, "feature": 0, "layer": "", "ctx_idx": n.position,
         "feature_type": FEATURE_TYPES[n.kind], "token_prob": 0.0, "is_target_logit": False,
@@ -89,8 +104,7 @@ def _node_record(
         "influence": influence, "activation": None,
     }  # fmt: skip
     if n.kind is NodeKind.FEATURE:
-        record.update(feature=n.feature + digits * n.layer, layer=str(n.layer),
-                      jsNodeId=f"{n.layer}_{n.feature}-0", activation=n.activation)  # fmt: skip
+        record.update(feature_fields(n.layer, n.feature), activation=n.activation)
         label = index.label(n.layer, n.feature) if index is not None else None
         if label is not None:
             record["clerp"] = label.text
@@ -149,6 +163,7 @@ def to_neuronpedia(
         ],
         "prompt": pruned.prompt,
         "node_threshold": spec.node_threshold,
+        "schema_version": SCHEMA_VERSION,
     }
     qparams = {
         "pinnedIds": list(pinned_ids),
