@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # the demos turn features off at every position by design (demos/_kit.py)
+    pytest.mark.filterwarnings("ignore:.*of the scaled features"),
+]
 
 
 @pytest.fixture(scope="module")
