@@ -1,0 +1,210 @@
+"""The check `attribute` runs on every graph it builds (`check=True`): a graph is only as right
+as the local replacement model it differentiates, so two cheap measurements, neither of which
+uses autograd, confirm that model on each call.
+
+1. **Logits.** The linearised pass reproduces the model's logits at the last position (those of
+   the clean spliced run, whose live error term makes it exactly the model): the frozen
+   quantities and the leaves change nothing on the clean prompt.
+2. **Linearity.** In one forward pass of the frozen local replacement model (patterns, scales
+   and softcap scale held, every MLP output its recorded value) a few sources — the feature and the token with the largest edge into the first logit, and one
+   feature drawn at random — are each scaled by `1 + PERTURBATION` in a batch element of their
+   own, and the change of every target (logits and feature pre-activations) is compared with
+   `PERTURBATION × edge`. If anything the model computes from its inputs were not held (attention
+   patterns a model ignores edits of, normalisation scales, the logit softcap), the change would
+   not be linear in the source and the comparison fails.
+
+The figures go into `graph.info.checks`; a failure raises `AttributionCheckError`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tl_clt._linear import Tape
+from tl_clt.errors import AttributionCheckError
+from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.replacement import ReplacementModel
+from tl_clt.splice import CleanRun, Splice
+from tl_clt.targets import logit_direction
+
+PERTURBATION = 4.0  # each checked source is scaled by 1 + PERTURBATION
+N_RANDOM = 1  # features drawn at random, besides the strongest feature and token
+TOLERANCE_UNITS = 1000.0
+
+
+def tolerance(*dtypes: torch.dtype) -> float:
+    """Relative tolerance of both checks: TOLERANCE_UNITS units of rounding of the coarsest
+    dtype involved, never finer than float32's (models in float64 still compute softmaxes and
+    norms in float32): 1.2e-4 in float32 and float64; 0.05 in (b)float16."""
+    eps = max([torch.finfo(d).eps for d in dtypes] + [torch.finfo(torch.float32).eps])
+    return min(TOLERANCE_UNITS * eps, 0.05)
+
+
+def check_graph(
+    replacement: ReplacementModel,
+    run: CleanRun,
+    tape: Tape,
+    graph: AttributionGraph,
+    compute_dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The figures of both checks (see the module docstring), or `AttributionCheckError`."""
+    lens = replacement.lens
+    tol = tolerance(lens.dtype, replacement.clt.dtype, compute_dtype)
+    model_logits = run.logits[:, -1].double()  # the splice with its live error is the model
+    lin = tape.logits.detach().double()
+    logit_error = float(
+        (lin - model_logits).abs().max() / model_logits.abs().max().clamp(min=1e-30)
+    )
+    checks: dict[str, Any] = {"tolerance": tol, "logit_error": logit_error}
+    if not logit_error <= tol:
+        raise AttributionCheckError(
+            f"{_family(lens)}: the linearised pass does not reproduce the model's logits at the "
+            f"last position (largest difference {logit_error:.2e} of the largest logit, "
+            f"tolerance {tol:.1e}): the splice, the frozen attention patterns, normalisation "
+            "scales or logit softcap change the model's output on the clean prompt. " + _ADVICE
+        )
+    sources = _sources(graph)
+    if not sources:
+        checks["linearity_error"], checks["sources"] = None, []
+        return checks
+    targets = torch.tensor(_target_rows(graph))
+    observed = _perturbed_changes(replacement, run, tape, graph, sources, targets)
+    A = graph.adjacency
+    predicted = PERTURBATION * A[:, sources][targets].double()
+    # each target's scale: the magnitudes of its inputs (what rounding is relative to), plus the
+    # change the perturbation makes
+    scale = A.abs().sum(1)[targets, None].double() + predicted.abs()
+    errors = ((observed - predicted).abs() / scale.clamp(min=1e-30)).amax(0).tolist()
+    worst = max(range(len(sources)), key=lambda j: errors[j])
+    checks["linearity_error"] = errors[worst]
+    checks["sources"] = [graph.nodes[j].label() for j in sources]
+    if not errors[worst] <= tol:
+        node = graph.nodes[sources[worst]]
+        raise AttributionCheckError(
+            f"{_family(lens)}: the local replacement model is not linear: scaling {node.label()} "
+            f"by {1 + PERTURBATION:g} moved a target {errors[worst]:.2e} (relative to the target's "
+            f"inputs) away from what its edges predict (tolerance {tol:.1e}). "
+            "Something the model computes from its inputs did not stay frozen: attention "
+            "patterns (a model that ignores edits of its pattern hook), normalisation scales "
+            "or the logit softcap, so the graph's edges are not the model's direct effects. "
+            + _ADVICE
+        )
+    return checks
+
+
+_ADVICE = (
+    "Build this model with transformer-lens 3.x (HookedTransformer), which honours these hooks, "
+    "or pass attribute(..., check=False) to keep the graph anyway (its edges may be wrong)."
+)
+
+
+def _family(lens: Any) -> str:
+    cfg = lens.model.cfg
+    arch = getattr(cfg, "original_architecture", None) or getattr(cfg, "architecture", None)
+    return f"{lens.name} ({arch})" if arch else lens.name
+
+
+def _target_rows(graph: AttributionGraph) -> list[int]:
+    return [i for i, n in enumerate(graph.nodes) if n.kind in (NodeKind.FEATURE, NodeKind.LOGIT)]
+
+
+def _sources(graph: AttributionGraph) -> list[int]:
+    """The strongest feature and token into the first logit, and N_RANDOM features drawn at
+    random (a generator seeded by the graph's size, so a graph is checked the same way twice)."""
+    first_logit = graph.indices(NodeKind.LOGIT)[0]
+    row = graph.adjacency[first_logit].abs()
+    picked: list[int] = []
+    for kind in (NodeKind.FEATURE, NodeKind.EMBEDDING):
+        cols = graph.indices(kind)
+        if len(cols):
+            best = int(cols[int(torch.argmax(row[cols]))])
+            if row[best] > 0:
+                picked.append(best)
+    features = graph.indices(NodeKind.FEATURE)
+    gen = torch.Generator().manual_seed(graph.n_nodes)
+    for j in torch.randperm(len(features), generator=gen)[:N_RANDOM].tolist():
+        if int(features[j]) not in picked:
+            picked.append(int(features[j]))
+    return picked
+
+
+def _perturbed_changes(
+    replacement: ReplacementModel,
+    run: CleanRun,
+    tape: Tape,
+    graph: AttributionGraph,
+    sources: list[int],
+    targets: Tensor,
+) -> Float[Tensor, "targets sources"]:
+    """The change of each target when source j alone is scaled by 1 + PERTURBATION, measured
+    in one forward pass of the frozen model without autograd (batch element 1 + j; element 0
+    is clean, so that both sides of the difference are computed the same way): `run`'s patterns, scales and softcap scale held, each MLP output its recorded
+    value (the tape's leaves) plus the perturbed features' decoder rows (read from the
+    transcoder's decoders, not from the edge code), tokens' embeddings scaled by hooks."""
+    lens, clt = replacement.lens, replacement.clt
+    n_batch, L = 1 + len(sources), replacement.n_layers
+    outputs = [o.detach().expand(n_batch, -1, -1).clone() for o in tape.outputs]
+    tokens: list[tuple[int, int]] = []
+    for b, j in enumerate(sources, start=1):
+        node = graph.nodes[j]
+        if node.kind is NodeKind.EMBEDDING:
+            tokens.append((b, node.position))
+            continue
+        for t in clt.writes_to(node.layer):
+            row = clt.W_dec_at(node.layer, t)[node.feature].detach()
+            delta = PERTURBATION * node.activation * row
+            outputs[t][b, node.position] += delta.to(outputs[t].dtype)
+    mlp_in: list[Tensor | None] = [None] * L
+
+    def read(x: Tensor, hook: Any, layer: int) -> None:
+        mlp_in[layer] = x
+
+    def write(x: Tensor, hook: Any, layer: int) -> Tensor:
+        return outputs[layer].to(x.dtype)
+
+    def scale_token(x: Tensor, hook: Any) -> Tensor | None:
+        if x.dim() != 3 or x.shape[0] != n_batch:  # e.g. a rotary model's unused hook
+            return None
+        x = x.clone()
+        for b, q in tokens:
+            x[b, q] = x[b, q] * (1.0 + PERTURBATION)
+        return x
+
+    hooks = [(name, scale_token) for name in lens.embeddings()]
+    for layer in range(L):
+        hooks.append((lens.mlp_in(layer, clt.cfg.input_hook), partial(read, layer=layer)))
+        hooks.append((lens.mlp_out(layer, clt.cfg.output_hook), partial(write, layer=layer)))
+    frozen_only = Splice(output="observe", layers=(), freeze=run)
+    with torch.no_grad(), replacement.splice(frozen_only), lens.hooks(hooks):
+        logits = lens.model(run.tokens.expand(n_batch, -1))[:, -1].double()
+    values = _target_values(clt, graph, targets, mlp_in, logits)
+    return values[:, 1:] - values[:, :1]
+
+
+def _target_values(
+    clt: Any, graph: AttributionGraph, targets: Tensor, mlp_in: list[Tensor | None], logits: Tensor
+) -> Float[Tensor, "targets batch"]:
+    """Each target's value in every batch element: a feature's pre-activation without its bias
+    (its encoder row at its layer's input), a logit node's direction applied to the logits."""
+    nodes = [graph.nodes[i] for i in targets.tolist()]
+    values = torch.zeros(len(nodes), logits.shape[0], dtype=torch.float64)
+    for layer in {n.layer for n in nodes if n.kind is NodeKind.FEATURE}:
+        rows = [r for r, n in enumerate(nodes) if n.kind is NodeKind.FEATURE and n.layer == layer]
+        x = mlp_in[layer]
+        if x is None:
+            raise AttributionCheckError(f"the check's forward pass did not reach layer {layer}")
+        pos = torch.tensor([nodes[r].position for r in rows], device=x.device)
+        feat = torch.tensor([nodes[r].feature for r in rows], device=clt.device)
+        W = clt.W_enc_at(layer).detach()[:, feat]  # [d_model, rows]
+        pre = torch.einsum("brd,dr->rb", x[:, pos].to(W.dtype), W.to(x.device))
+        values[rows] = pre.double().cpu()
+    logit_rows = [r for r, n in enumerate(nodes) if n.kind is NodeKind.LOGIT]
+    directions = torch.stack([logit_direction(nodes[r], logits.shape[-1], torch.float64)
+                              for r in logit_rows])  # fmt: skip
+    values[logit_rows] = directions @ logits.cpu().T
+    return values
