@@ -19,10 +19,10 @@ The figures go into `graph.info.checks`; a failure raises `AttributionCheckError
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_clt._linear import Tape
@@ -68,12 +68,13 @@ def check_graph(
             f"tolerance {tol:.1e}): the splice, the frozen attention patterns, normalisation "
             "scales or logit softcap change the model's output on the clean prompt. " + _ADVICE
         )
-    sources = _sources(graph)
+    table = _Table.of(graph)
+    sources = _sources(graph, table)
     if not sources:
         checks["linearity_error"], checks["sources"] = None, []
         return checks
-    targets = torch.tensor(_target_rows(graph))
-    observed = _perturbed_changes(replacement, run, tape, graph, sources, targets)
+    targets = table.where(NodeKind.FEATURE, NodeKind.LOGIT)
+    observed = _perturbed_changes(replacement, run, tape, graph, table, sources, targets)
     A = graph.adjacency
     predicted = PERTURBATION * A[:, sources][targets].double()
     # each target's scale: the magnitudes of its inputs (what rounding is relative to), plus the
@@ -109,23 +110,43 @@ def _family(lens: Any) -> str:
     return f"{lens.name} ({arch})" if arch else lens.name
 
 
-def _target_rows(graph: AttributionGraph) -> list[int]:
-    return [i for i, n in enumerate(graph.nodes) if n.kind in (NodeKind.FEATURE, NodeKind.LOGIT)]
+class _Table(NamedTuple):
+    """The node table as tensors (one pass over the nodes): kind, layer and feature (-1 where
+    none) and position of every node."""
+
+    kind: Int[Tensor, " n"]  # index into KINDS
+    layer: Int[Tensor, " n"]
+    position: Int[Tensor, " n"]
+    feature: Int[Tensor, " n"]
+
+    @classmethod
+    def of(cls, graph: AttributionGraph) -> _Table:
+        rows = [(KINDS.index(n.kind), -1 if n.layer is None else n.layer, n.position,
+                 -1 if n.feature is None else n.feature) for n in graph.nodes]  # fmt: skip
+        return cls(*torch.tensor(rows, dtype=torch.long).T)
+
+    def where(self, *kinds: NodeKind) -> Int[Tensor, " k"]:
+        mask = torch.zeros_like(self.kind, dtype=torch.bool)
+        for kind in kinds:
+            mask |= self.kind == KINDS.index(kind)
+        return mask.nonzero()[:, 0]
 
 
-def _sources(graph: AttributionGraph) -> list[int]:
+KINDS = list(NodeKind)
+
+
+def _sources(graph: AttributionGraph, table: _Table) -> list[int]:
     """The strongest feature and token into the first logit, and N_RANDOM features drawn at
     random (a generator seeded by the graph's size, so a graph is checked the same way twice)."""
-    first_logit = graph.indices(NodeKind.LOGIT)[0]
-    row = graph.adjacency[first_logit].abs()
+    row = graph.adjacency[int(table.where(NodeKind.LOGIT)[0])].abs()
     picked: list[int] = []
     for kind in (NodeKind.FEATURE, NodeKind.EMBEDDING):
-        cols = graph.indices(kind)
+        cols = table.where(kind)
         if len(cols):
             best = int(cols[int(torch.argmax(row[cols]))])
             if row[best] > 0:
                 picked.append(best)
-    features = graph.indices(NodeKind.FEATURE)
+    features = table.where(NodeKind.FEATURE)
     gen = torch.Generator().manual_seed(graph.n_nodes)
     for j in torch.randperm(len(features), generator=gen)[:N_RANDOM].tolist():
         if int(features[j]) not in picked:
@@ -138,19 +159,21 @@ def _perturbed_changes(
     run: CleanRun,
     tape: Tape,
     graph: AttributionGraph,
+    table: _Table,
     sources: list[int],
     targets: Tensor,
 ) -> Float[Tensor, "targets sources"]:
     """The change of each target when source j alone is scaled by 1 + PERTURBATION, measured
-    in one forward pass of the frozen model without autograd (batch element 1 + j; element 0
-    is clean, so that both sides of the difference are computed the same way): `run`'s patterns, scales and softcap scale held, each MLP output its recorded
+    in one forward pass of the frozen model without autograd (batch element j), from the
+    clean values of the linearised pass (the same frozen model, the same arithmetic): `run`'s
+    patterns, scales and softcap scale held, each MLP output its recorded
     value (the tape's leaves) plus the perturbed features' decoder rows (read from the
     transcoder's decoders, not from the edge code), tokens' embeddings scaled by hooks."""
     lens, clt = replacement.lens, replacement.clt
-    n_batch, L = 1 + len(sources), replacement.n_layers
+    n_batch, L = len(sources), replacement.n_layers
     outputs = [o.detach().expand(n_batch, -1, -1).clone() for o in tape.outputs]
     tokens: list[tuple[int, int]] = []
-    for b, j in enumerate(sources, start=1):
+    for b, j in enumerate(sources):
         node = graph.nodes[j]
         if node.kind is NodeKind.EMBEDDING:
             tokens.append((b, node.position))
@@ -182,29 +205,37 @@ def _perturbed_changes(
     frozen_only = Splice(output="observe", layers=(), freeze=run)
     with torch.no_grad(), replacement.splice(frozen_only), lens.hooks(hooks):
         logits = lens.model(run.tokens.expand(n_batch, -1))[:, -1].double()
-    values = _target_values(clt, graph, targets, mlp_in, logits)
-    return values[:, 1:] - values[:, :1]
+    values = _target_values(clt, graph, table, targets, mlp_in, logits)
+    clean_in = [x.detach() for x in tape.mlp_in]
+    clean = _target_values(clt, graph, table, targets, clean_in, tape.logits.detach().double())
+    return values - clean
 
 
 def _target_values(
-    clt: Any, graph: AttributionGraph, targets: Tensor, mlp_in: list[Tensor | None], logits: Tensor
+    clt: Any,
+    graph: AttributionGraph,
+    table: _Table,
+    targets: Tensor,
+    mlp_in: list[Tensor | None],
+    logits: Tensor,
 ) -> Float[Tensor, "targets batch"]:
     """Each target's value in every batch element: a feature's pre-activation without its bias
     (its encoder row at its layer's input), a logit node's direction applied to the logits."""
-    nodes = [graph.nodes[i] for i in targets.tolist()]
-    values = torch.zeros(len(nodes), logits.shape[0], dtype=torch.float64)
-    for layer in {n.layer for n in nodes if n.kind is NodeKind.FEATURE}:
-        rows = [r for r, n in enumerate(nodes) if n.kind is NodeKind.FEATURE and n.layer == layer]
-        x = mlp_in[layer]
+    values = torch.zeros(len(targets), logits.shape[0], dtype=torch.float64)
+    kind, layer = table.kind[targets], table.layer[targets]
+    is_feature = kind == KINDS.index(NodeKind.FEATURE)
+    for t in layer[is_feature].unique().tolist():
+        rows = (is_feature & (layer == t)).nonzero()[:, 0]
+        x = mlp_in[t]
         if x is None:
-            raise AttributionCheckError(f"the check's forward pass did not reach layer {layer}")
-        pos = torch.tensor([nodes[r].position for r in rows], device=x.device)
-        feat = torch.tensor([nodes[r].feature for r in rows], device=clt.device)
-        W = clt.W_enc_at(layer).detach()[:, feat]  # [d_model, rows]
+            raise AttributionCheckError(f"the check's forward pass did not reach layer {t}")
+        pos = table.position[targets[rows]].to(x.device)
+        W = clt.W_enc_at(t).detach()[:, table.feature[targets[rows]].to(clt.device)]
         pre = torch.einsum("brd,dr->rb", x[:, pos].to(W.dtype), W.to(x.device))
         values[rows] = pre.double().cpu()
-    logit_rows = [r for r, n in enumerate(nodes) if n.kind is NodeKind.LOGIT]
-    directions = torch.stack([logit_direction(nodes[r], logits.shape[-1], torch.float64)
-                              for r in logit_rows])  # fmt: skip
+    logit_rows = (kind == KINDS.index(NodeKind.LOGIT)).nonzero()[:, 0]
+    d_vocab = logits.shape[-1]
+    directions = torch.stack([logit_direction(graph.nodes[int(targets[r])], d_vocab, torch.float64)
+                              for r in logit_rows.tolist()])  # fmt: skip
     values[logit_rows] = directions @ logits.cpu().T
     return values
