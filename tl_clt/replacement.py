@@ -101,8 +101,11 @@ class ReplacementModel:
         """Within the block, every forward pass of `self.model` runs with the splice (see
         `tl_clt.splice`); the block's `SpliceRun` holds what the passes computed."""
         run = self.splice_run(splice, **policies)
-        held_scale = run.splice.freeze is not None and run.splice.freeze.logit_scale is not None
-        with self.lens.hooks(run.hooks()), self.lens.softcap_off() if held_scale else nullcontext():
+        softcap = run.softcap_hooks()  # the frozen run's softcap scale, with the cap turned off
+        with (
+            self.lens.hooks(run.hooks() + softcap),
+            self.lens.softcap_off() if softcap else nullcontext(),
+        ):
             yield run
 
     def splice_hooks(

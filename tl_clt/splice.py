@@ -160,8 +160,8 @@ class SpliceRun:
         """Hooks holding `run`'s normalisation scales, attention patterns and logit softcap
         scale. Where the model discards edits of a pattern (`Lens.pattern_edits_apply`), the
         attention's mixed values are replaced by the held pattern times the live values, which
-        is what holding the pattern means. (The softcap itself is turned off by
-        `ReplacementModel.splice`, which holds the scale.)"""
+        is what holding the pattern means. (The logit softcap's scale is held by
+        `softcap_hooks`.)"""
         lens = self.lens
         out: list[Hook] = [(name, _held(value)) for name, value in run.scales.items()]
         applies = lens.pattern_edits_apply()
@@ -183,9 +183,16 @@ class SpliceRun:
                 ) from exc
             out += [(v_name, partial(self._read_values, layer=layer)),
                     (z_name, partial(self._mix, layer=layer, pattern=pattern))]  # fmt: skip
-        if run.logit_scale is not None:
-            out.append((lens.logits_before_softcap(), _scaled(run.logit_scale)))
         return out
+
+    def softcap_hooks(self) -> list[Hook]:
+        """The hook holding the frozen run's logit softcap scale (none without a freeze or a
+        softcap): it multiplies the logits before the cap, so it must run with the model's own
+        cap turned off, as `ReplacementModel.splice` does (`Lens.softcap_off`)."""
+        run = self.splice.freeze
+        if run is None or run.logit_scale is None:
+            return []
+        return [(self.lens.logits_before_softcap(), _scaled(run.logit_scale))]
 
     def _read_values(self, v: Tensor, hook: Any, layer: int) -> None:
         self.values[layer] = v
