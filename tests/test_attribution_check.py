@@ -259,14 +259,17 @@ def test_the_check_catches_a_softcap_that_is_not_held(monkeypatch):
 
 
 def test_the_check_catches_a_linearised_pass_that_misses_the_model(monkeypatch):
-    """A linearised pass whose logits are not the model's (here: shifted) fails the first
-    check."""
+    """A linearised pass whose logits are not the model's (here: the top target's logit moved
+    by 1% of the magnitudes of its inputs) fails the first check."""
     lens = get_model("gpt2", n_layers=3)
     rm = ReplacementModel(lens, clt_for(lens))
     original = _check.check_graph
 
     def shifted(replacement, run, tape, graph, dtype):
-        tape.logits = tape.logits + 1e-2 * tape.logits.detach().abs().max()
+        top = graph.indices(NodeKind.LOGIT)[0]
+        moved = tape.logits.detach().clone()
+        moved[0, graph.nodes[top].token_id] += 1e-2 * float(graph.adjacency[top].abs().sum())
+        tape.logits = moved
         return original(replacement, run, tape, graph, dtype)
 
     monkeypatch.setattr("tl_clt.attribution.check_graph", shifted)
