@@ -207,10 +207,12 @@ def _perturbed_changes(
     frozen_only = Splice(output="observe", layers=(), freeze=run)
     with torch.no_grad(), replacement.splice(frozen_only), lens.hooks(hooks):
         logits = lens.model(run.tokens.expand(n_batch, -1))[:, -1].double()
-    values = _target_values(clt, graph, table, targets, mlp_in, logits)
-    clean_in = [x.detach() for x in tape.mlp_in]
-    clean = _target_values(clt, graph, table, targets, clean_in, tape.logits.detach().double())
-    return values - clean
+    both_in = [
+        None if x is None else torch.cat([c.detach(), x]) for c, x in zip(tape.mlp_in, mlp_in)
+    ]
+    both_logits = torch.cat([tape.logits.detach().double(), logits])
+    values = _target_values(clt, graph, table, targets, both_in, both_logits)  # clean first
+    return values[:, 1:] - values[:, :1]
 
 
 def _target_values(
