@@ -44,6 +44,7 @@ PHASES = {  # function name in the profile -> phase
     "partial_influence": "5 influence ranking (budget)",
     "_adjacency": "6 assemble adjacency",
     "_graph": "6 assemble node table",
+    "check_graph": "7 check (benchmarks/attribute_check.py)",
 }
 
 

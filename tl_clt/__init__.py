@@ -44,6 +44,7 @@ _EXPORTS = {
     "TrainConfig": "tl_clt.training",
     "train": "tl_clt.training",
     # errors and warnings
+    "AttributionCheckError": "tl_clt.errors",
     "CheckpointError": "tl_clt.errors",
     "ConfigError": "tl_clt.errors",
     "FileWriteError": "tl_clt.errors",
@@ -58,6 +59,7 @@ _EXPORTS = {
 }
 
 __all__ = [  # the keys of _EXPORTS (a test checks)
+    "AttributionCheckError",
     "AttributionGraph",
     "CLTConfig",
     "CheckpointError",

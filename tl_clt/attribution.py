@@ -26,10 +26,13 @@ Phases of `attribute(replacement, prompt)`:
    far and re-ranked every `update_interval` batches.
 6. Assemble: the node table and the dense adjacency [target, source] over the visited features,
    the error nodes, the embeddings and the logits (`AttributionGraph`).
+7. Check (`check=True`, `tl_clt._check`): the linearised pass reproduces the model's logits,
+   and a few sources scaled in the frozen model change every target as their edges predict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -39,6 +42,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_clt import _edges
+from tl_clt._check import check_graph
 from tl_clt._linear import Tape, backward, feature_injections, grad_free_params, linearise
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, GraphInfo, Node, NodeKind
@@ -61,6 +65,7 @@ def attribute(
     max_logits: int = 10,
     logit_probability: float = 0.95,
     progress: bool | None = None,
+    check: bool = True,
 ) -> AttributionGraph:
     """The attribution graph of `prompt` in `replacement`'s local replacement model.
 
@@ -71,6 +76,10 @@ def attribute(
     batch_size: targets per backward pass. dtype: dtype of the gradient-decoder products
         (default: the transcoder's); the adjacency is float32.
     progress: show a progress bar (None: when there are more than 8 batches).
+    check: check the graph (`tl_clt._check`): the linearised pass reproduces the model's
+        logits, and scaling a few sources in the frozen model changes every target by what
+        their edges predict; the figures go into `graph.info.checks`, a failure raises
+        `AttributionCheckError`. False skips it (`graph.info.checks` is then None).
     Every option after (replacement, prompt) is keyword-only.
     """
     check_call("attribute", replacement, prompt)
@@ -100,9 +109,13 @@ def attribute(
     bar.close()
     A = _adjacency(sources, visited, feat_rows, logit_rows, full)
     text = prompt if isinstance(prompt, str) else None
-    return _graph(
+    graph = _graph(
         replacement, run, feats, sources, logit_targets, visited, A, max_feature_nodes, text
     )
+    if check:
+        checks = check_graph(replacement, run, tape, graph, sources.dtype)
+        graph.info = dataclasses.replace(graph.info, checks=checks)
+    return graph
 
 
 def _logit_rows(

@@ -52,6 +52,13 @@ class UnsupportedModelError(TLCLTError, NotImplementedError):
     """A model family or option that tl_clt cannot handle yet."""
 
 
+class AttributionCheckError(UnsupportedModelError):
+    """An attribution graph failed the check `attribute` runs on it: the linearised pass does not
+    reproduce the model's logits, or the local replacement model is not linear in its sources
+    (something that should be frozen was not, e.g. attention patterns on a model that ignores
+    edits of its pattern hook)."""
+
+
 class TrainingError(TLCLTError, RuntimeError):
     """Training cannot go on (a NaN or infinite loss or input); the checkpoints written so far
     are kept."""

@@ -122,6 +122,9 @@ class GraphInfo:
     # say how much of the parent's answer the pruned graph accounts for
     replacement_score_strict: float | None = None
     completeness_score_strict: float | None = None
+    # what `attribute`'s check measured (tl_clt._check): tolerance, logit_error,
+    # linearity_error, sources; None when the graph was not checked (check=False)
+    checks: dict[str, Any] | None = None
 
     @property
     def node_threshold(self) -> float | None:

@@ -200,7 +200,8 @@ def intervention_hooks(
 ) -> list[tuple[str, Any]]:
     """TransformerLens hooks that carry out `interventions` on `tokens`, for a user's own
     `model.run_with_hooks(tokens, fwd_hooks=...)`. Constrained mode records a clean run first
-    (or uses `run`)."""
+    (or uses `run`); on a model with a final logit softcap (Gemma-2) these hooks leave the cap
+    live (`intervene` holds its scale too)."""
     splice = intervention_splice(
         rm, tokens, interventions, mode=mode, error=error, freeze_features=freeze_features, run=run
     )

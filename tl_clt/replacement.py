@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.errors import InputError, ModelMismatchError, TLCLTWarning, UnknownHookError
 from tl_clt.lens import Lens
 from tl_clt.lens.adapter import ActivationCache
-from tl_clt.splice import CleanRun, Splice, SpliceRun
+from tl_clt.splice import CleanRun, Splice, SpliceRun, softcap_scale
 
 __all__ = ["CleanRun", "ReplacementModel", "Splice", "SpliceRun"]
 
@@ -112,9 +112,13 @@ class ReplacementModel:
         """Within the block, every forward pass of `self.model` runs with the splice (see
         `tl_clt.splice`); the block's `SpliceRun` holds what the passes computed."""
         run = self.splice_run(splice, **policies)
+        softcap = run.softcap_hooks()  # the frozen run's softcap scale, with the cap turned off
         self._open_splices += 1
         try:
-            with self.lens.hooks(run.hooks()):
+            with (
+                self.lens.hooks(run.hooks() + softcap),
+                self.lens.softcap_off() if softcap else nullcontext(),
+            ):
                 yield run
         finally:
             self._open_splices -= 1
@@ -276,9 +280,11 @@ class ReplacementModel:
         errors are then zero) and record what the local replacement model freezes, plus every
         layer's feature activations."""
         L, lens = self.n_layers, self.lens
-        names = [lens.attn_pattern(layer) for layer in range(L)] + lens.norm_scales()
+        patterns = [lens.attn_pattern(layer) for layer in range(L)]
+        scales, cap = lens.norm_scales(), lens.logit_softcap
+        before_cap = [] if cap is None else [lens.logits_before_softcap()]
         with torch.no_grad(), self.spliced(error) as run:
-            logits, cache = lens.cache(tokens, names)
+            logits, cache = lens.cache(tokens, patterns + scales + before_cap)
         if error:
             errors = [e.detach() for e in run.errors]
         else:
@@ -286,12 +292,13 @@ class ReplacementModel:
         return CleanRun(
             tokens=tokens,
             logits=logits.detach(),
-            patterns={n: cache[n].detach() for n in names[:L]},
-            scales={n: cache[n].detach() for n in names[L:]},
+            patterns={n: cache[n].detach() for n in patterns},
+            scales={n: cache[n].detach() for n in scales},
             errors=errors,
             feature_pre=[p.detach() for p in run.pre],
             features=[a.detach() for a in run.features],
             mlp_in=[x.detach() for x in run.mlp_in],
+            logit_scale=None if cap is None else softcap_scale(cache[before_cap[0]].detach(), cap),
         )
 
 

@@ -20,9 +20,12 @@ turned into the only hooks tl_clt puts on a model's MLP inputs and outputs.
   encodes, e.g. to index features), or `"leaf"` (the recorded output, the reconstruction from
   `hold` plus the frozen error, as a constant tensor that requires grad: the leaves the
   linearised local replacement model is differentiated at; nothing is encoded).
-- **freeze**: a `CleanRun` whose attention patterns and normalisation scales are held, which
-  together with frozen errors makes the local replacement model of that run's prompt (Ameisen
-  et al. 2025, "Circuit Tracing"), in which every path between features is linear.
+- **freeze**: a `CleanRun` whose attention patterns and normalisation scales (and, on a model
+  with a final logit softcap, the softcap's scale) are held, which together with frozen errors
+  makes the local replacement model of that run's prompt (Ameisen et al. 2025, "Circuit
+  Tracing"), in which every path between features is linear. Where a model ignores edits of its
+  patterns (GPT-Neo and GPT-J under TransformerLens 4.x), the attention's mixed values `hook_z`
+  are replaced by the held pattern times the live values `hook_v` instead.
 
 The state of the forward passes run with a splice (each layer's input, pre-activations,
 features, errors, leaves) lives on the `SpliceRun` that holds its hooks, never on the long-lived
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from tl_clt.errors import InputError
+from tl_clt.errors import InputError, UnknownHookError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from tl_clt.clt import CrossLayerTranscoder
@@ -64,6 +67,9 @@ class CleanRun:
     feature_pre: list[Tensor]  # [batch, pos, n_features]
     features: list[Tensor]  # [batch, pos, n_features]
     mlp_in: list[Tensor]  # [batch, pos, d_model] the transcoder's inputs
+    # the final logit softcap's scale tanh(z/c) / (z/c) at each logit z, [batch, pos, d_vocab]
+    # (None: the model has no softcap); frozen, it makes the logits linear in the residual
+    logit_scale: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class SpliceRun:
         self.features: list[Tensor | None] = [None] * n  # the features that were decoded
         self.errors: list[Tensor | None] = [None] * n  # error terms added to the outputs
         self.leaves: list[Tensor] = []  # output leaves (output="leaf"), in layer order
+        self.values: list[Tensor | None] = [None] * n  # attention values (held patterns)
 
     @property
     def n_layers(self) -> int:
@@ -139,7 +146,7 @@ class SpliceRun:
         lens, cfg, sp = self.lens, self.clt.cfg, self.splice
         out: list[Hook] = []
         if sp.freeze is not None:
-            out += lens.held({**sp.freeze.patterns, **sp.freeze.scales})
+            out += self._freeze_hooks(sp.freeze)
         layers = range(self.n_layers) if sp.layers is None else sp.layers
         for layer in layers:
             out.append((lens.mlp_in(layer, cfg.input_hook), partial(self._read, layer=layer)))
@@ -148,6 +155,60 @@ class SpliceRun:
                     (lens.mlp_out(layer, cfg.output_hook), partial(self._write, layer=layer))
                 )
         return out
+
+    def _freeze_hooks(self, run: CleanRun) -> list[Hook]:
+        """Hooks holding `run`'s normalisation scales, attention patterns and logit softcap
+        scale. Where the model discards edits of a pattern (`Lens.pattern_edits_apply`), the
+        attention's mixed values are replaced by the held pattern times the live values, which
+        is what holding the pattern means. (The logit softcap's scale is held by
+        `softcap_hooks`.)"""
+        lens = self.lens
+        out: list[Hook] = lens.held(run.scales)
+        applies = lens.pattern_edits_apply()
+        for layer in range(lens.n_layers):
+            name = lens.attn_pattern(layer)
+            if name not in run.patterns:
+                continue
+            pattern = run.patterns[name]
+            if applies[layer]:
+                out += lens.held({name: pattern})
+                continue
+            try:
+                v_name, z_name = lens.attn_values(layer), lens.attn_z(layer)
+            except UnknownHookError as exc:
+                raise UnsupportedModelError(
+                    f"{lens.name}: layer {layer}'s attention discards edits of its pattern and "
+                    f"has no value / mixed-value hooks ({exc}), so its pattern cannot be frozen; "
+                    "use transformer-lens 3.x (HookedTransformer) for this model"
+                ) from exc
+            out += [(v_name, partial(self._read_values, layer=layer)),
+                    (z_name, partial(self._mix, layer=layer, pattern=pattern))]  # fmt: skip
+        return out
+
+    def softcap_hooks(self) -> list[Hook]:
+        """The hook holding the frozen run's logit softcap scale (none without a freeze or a
+        softcap): it multiplies the logits before the cap, so it must run with the model's own
+        cap turned off, as `ReplacementModel.splice` does (`Lens.softcap_off`)."""
+        run = self.splice.freeze
+        if run is None or run.logit_scale is None:
+            return []
+        return [(self.lens.logits_before_softcap(), _scaled(run.logit_scale))]
+
+    def _read_values(self, v: Tensor, hook: Any, layer: int) -> None:
+        self.values[layer] = v
+
+    def _mix(self, z: Tensor, hook: Any, layer: int, pattern: Tensor) -> Tensor:
+        """pattern [batch, head, query, key] @ values [batch, key, kv_head, d_head]."""
+        v = self.values[layer]
+        if v is None or v.dim() != 4 or z.dim() != 4 or z.shape[2] % v.shape[2]:
+            raise UnsupportedModelError(
+                f"{self.lens.name}: layer {layer}'s attention discards edits of its pattern and "
+                "its value hooks do not have the per-head shape needed to hold it; use "
+                "transformer-lens 3.x (HookedTransformer) for this model"
+            )
+        v = v.repeat_interleave(z.shape[2] // v.shape[2], dim=2)  # grouped-query attention
+        p = pattern.to(v.dtype).expand(v.shape[0], -1, -1, -1)
+        return torch.einsum("bhqk,bkhd->bqhd", p, v).to(z.dtype)
 
     # ------------------------------------------------------------------ MLP input
     def _read(self, x: Tensor, hook: Any, layer: int) -> None:
@@ -216,3 +277,18 @@ class SpliceRun:
         err = clt.blocks[layer].hook_error(err)
         self.errors[layer] = err
         return recon + err
+
+
+def softcap_scale(z: Tensor, cap: float) -> Tensor:
+    """tanh(z/c) / (z/c): the factor by which the softcap c·tanh(z/c) scales each logit z."""
+    r = z.double() / cap
+    small = r.abs() < 1e-4
+    scale = torch.where(small, 1 - r * r / 3, torch.tanh(r) / torch.where(small, 1.0, r))
+    return scale.to(z.dtype)
+
+
+def _scaled(scale: Tensor) -> Callable[..., Tensor]:
+    def hook(z: Tensor, hook: Any) -> Tensor:
+        return z * scale.to(z.dtype)
+
+    return hook

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from importlib.metadata import version
 from typing import Any
 
@@ -20,7 +21,7 @@ from transformer_lens import ActivationCache
 from transformer_lens.hook_points import HookPoint
 
 from tl_clt.config import INPUT_HOOKS, OUTPUT_HOOKS, ModelIdentity, WeightProcessing
-from tl_clt.errors import InputError, TLCLTWarning, UnknownHookError
+from tl_clt.errors import InputError, TLCLTWarning, UnknownHookError, UnsupportedModelError
 from tl_clt.lens.blocks import MLPSites, held_hooks, mlp_writers, resolve_mlp_sites
 
 TL_MAJOR = int(version("transformer-lens").split(".")[0])
@@ -347,6 +348,92 @@ class Lens:
 
         out = self.run(tokens, [(n, save) for n in names], stop_at_layer=stop_at_layer)
         return out, cache
+
+    # ------------------------------------------------------------------ freezing attention
+    def attn_values(self, layer: int) -> str:
+        """Hook of the attention's values, `[batch, pos, n_kv_heads, d_head]`."""
+        return self._layer_hook(layer, "attn.hook_v")
+
+    def attn_z(self, layer: int) -> str:
+        """Hook of the attention's mixed values (pattern @ values, before the output
+        projection), `[batch, pos, n_heads, d_head]`."""
+        return self._layer_hook(layer, "attn.hook_z")
+
+    def pattern_edits_apply(self) -> list[bool]:
+        """Per layer, whether a hook that edits `attn_pattern(layer)` changes the attention's
+        output. TransformerLens 4.x wraps some families' attention (GPT-Neo, GPT-J) around the
+        Hugging Face module, which has used its own pattern by the time the hook fires: there
+        an edit is discarded. Measured once per Lens on a short input: one batch element's
+        patterns are zeroed, every block's input is copied from the other element, and a layer
+        whose attention output does not change ignores pattern edits."""
+        if getattr(self, "_pattern_edits", None) is None:
+            self._pattern_edits = self._probe_pattern_edits()
+        return list(self._pattern_edits)
+
+    def _probe_pattern_edits(self) -> list[bool]:
+        n = min(4, self.n_ctx)
+        tokens = (torch.arange(n, device=self.device) % self.model.cfg.d_vocab)[None].expand(2, -1)
+        differs = [False] * self.n_layers
+
+        def zero(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            x[1] = 0
+            return x
+
+        def same_input(x: Tensor, hook: Any) -> Tensor:
+            return x[:1].expand_as(x).clone()
+
+        def compare(x: Tensor, hook: Any, layer: int) -> None:
+            differs[layer] = bool((x[0] - x[1]).abs().max() > 0)
+
+        hooks: list[Hook] = []
+        for layer in range(self.n_layers):
+            hooks += [
+                (self.resid_pre(layer), same_input),
+                (self.attn_pattern(layer), zero),
+                (self._layer_hook(layer, "hook_attn_out"), partial(compare, layer=layer)),
+            ]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TL 4 warns that a discarded edit was discarded
+            self.run(tokens, hooks)
+        return differs
+
+    # ------------------------------------------------------------------ logit softcap
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final logit softcap c of `c * tanh(z / c)` (Gemma-2), or None."""
+        cap = getattr(self.model.cfg, "output_logits_soft_cap", None)
+        return float(cap) if cap is not None and cap > 0 else None
+
+    def logits_before_softcap(self) -> str:
+        """Hook of the logits before the final softcap (the unembedding's output)."""
+        return self.hook("unembed.hook_out")
+
+    @contextmanager
+    def softcap_off(self) -> Iterator[None]:
+        """Within the block the model does not apply its final logit softcap (its logits are
+        those of `logits_before_softcap()`); restored afterwards."""
+        cap = self.logit_softcap
+        if cap is None:
+            yield
+            return
+        cfg = self.model.cfg
+        hf_cfg = getattr(self.model.original_model, "config", None) if self.is_bridge else None
+        if self.is_bridge and getattr(hf_cfg, "final_logit_softcapping", None) is None:
+            raise UnsupportedModelError(
+                f"{self.name}: the logit softcap is not applied through the Hugging Face "
+                "config's final_logit_softcapping, so tl_clt cannot hold it; use transformer-lens "
+                "3.x (HookedTransformer) for this model"
+            )
+        cfg.output_logits_soft_cap = -1.0
+        if hf_cfg is not None:
+            hf_cfg.final_logit_softcapping = None
+        try:
+            yield
+        finally:
+            cfg.output_logits_soft_cap = cap
+            if hf_cfg is not None:
+                hf_cfg.final_logit_softcapping = cap
 
     # ------------------------------------------------------------------ display
     def token_texts(self, tokens: Tensor | Iterable[int]) -> list[str]:
