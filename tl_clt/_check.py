@@ -170,7 +170,8 @@ def _perturbed_changes(
     clean values of the linearised pass (the same frozen model, the same arithmetic): `run`'s
     patterns, scales and softcap scale held, each MLP output its recorded
     value (the tape's leaves) plus the perturbed features' decoder rows (read from the
-    transcoder's decoders, not from the edge code), tokens' embeddings scaled by hooks."""
+    transcoder's decoders, not from the edge code) and any skip connection's live write,
+    tokens' embeddings scaled by hooks."""
     lens, clt = replacement.lens, replacement.clt
     n_batch, L = len(sources), replacement.n_layers
     outputs = [o.detach().expand(n_batch, -1, -1).clone() for o in tape.outputs]
@@ -190,7 +191,10 @@ def _perturbed_changes(
         mlp_in[layer] = x
 
     def write(x: Tensor, hook: Any, layer: int) -> Tensor:
-        return outputs[layer].to(x.dtype)
+        out = outputs[layer]
+        if clt.W_skip is not None:  # the skip connection stays live beside the leaf, as in the tape
+            out = out + clt.skip_layer(mlp_in[layer].to(clt.dtype), layer).to(out.dtype)
+        return out.to(x.dtype)
 
     def scale_token(x: Tensor, hook: Any) -> Tensor | None:
         if x.dim() != 3 or x.shape[0] != n_batch:  # e.g. a rotary model's unused hook
