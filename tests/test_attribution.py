@@ -110,6 +110,7 @@ SKIP_CASES = [  # a skip connection (input to output of each layer) on both bloc
     ("gpt2", "per_layer", "jumprelu"),
     ("llama", "cross_layer", "topk"),
     ("neox", "cross_layer", "relu"),
+    ("gemma2", "cross_layer", "jumprelu"),  # post-MLP norms and a logit softcap
 ]
 
 
