@@ -240,3 +240,35 @@ def test_build_feature_index_needs_its_replacement_model_and_source(tmp_path):
     with pytest.raises(InputError, match="needs a token source"):
         build_feature_index(ReplacementModel(lens, clt), None, tmp_path / "f.db")
     assert not (tmp_path / "f.db").exists()
+
+
+def test_an_index_of_another_transcoder_is_refused_where_it_labels_a_graph(tmp_path, capsys):
+    from tl_clt import attribute, group_supernodes, render_graph
+    from tl_clt.cli import main
+
+    lens, clt, tokens = setup()
+    path = tmp_path / "f.db"
+    index = build_feature_index(ReplacementModel(lens, clt), TensorSource(tokens, batch_size=10),
+                                path, CFG, label=False, progress=False)  # fmt: skip
+    other = random_clt(2, 32, n_features=16, seed=1, model=lens.identity())
+    index.check_transcoder(clt)  # its own transcoder: accepted
+    graph = attribute(ReplacementModel(lens, other), "w3 w1 w4 w1")
+    pruned = graph.prune()
+    for call in (
+        lambda: index.check_transcoder(other),
+        lambda: render_graph(pruned, index, None, other),
+        lambda: group_supernodes(pruned, ReplacementModel(lens, other), index),
+    ):
+        with pytest.raises(IndexMismatchError, match="built for another transcoder"):
+            call()
+    render_graph(pruned, index, None, clt)  # the right pair renders
+    # the command line: one line, exit 2
+    model_dir, clt_dir = tmp_path / "model", tmp_path / "clt"
+    hf = tiny_hf_model("gpt2", **SHAPE)  # the same tiny model, saved with its tokenizer
+    hf.save_pretrained(model_dir)
+    lens.tokenizer.save_pretrained(str(model_dir))
+    other.save_pretrained(clt_dir)
+    code = main(["trace", "w3 w1 w4", "--model", str(model_dir), "--clt", str(clt_dir),
+                 "--index", str(path), "--out", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "built for another transcoder" in err and "Traceback" not in err

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     rm = resolve_replacement(args)
     clt = rm.clt
     index = open_index(args.index)
+    if index is not None:
+        index.check_transcoder(clt)
     targets = (
         LogitDifference(*map(token_arg, args.logit_diff))
         if args.logit_diff

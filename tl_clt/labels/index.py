@@ -36,7 +36,7 @@ from tl_clt.clt import CrossLayerTranscoder
 from tl_clt.errors import FileWriteError, IndexMismatchError, InputError
 from tl_clt.labels import store
 from tl_clt.labels.logits import top_logit_effects
-from tl_clt.labels.reader import FeatureIndex
+from tl_clt.labels.reader import FeatureIndex, clt_fingerprint
 from tl_clt.labels.source import TokenSource, as_source
 from tl_clt.labels.stream import HIST_EDGES, IndexConfig, new_state, update
 from tl_clt.labels.summarise import VERSION
@@ -160,14 +160,6 @@ def _resolve(replacement: Any, source: Any) -> tuple[Lens, CrossLayerTranscoder]
             "tl_clt.toy.corpus_texts())"
         )
     return replacement.lens, replacement.clt.eval()
-
-
-def clt_fingerprint(clt: CrossLayerTranscoder) -> str:
-    h = hashlib.sha256(json.dumps(clt.cfg.to_dict(), sort_keys=True).encode())
-    for name, t in sorted(clt.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
 
 
 def _identity(cfg: IndexConfig, lens: Lens, clt: CrossLayerTranscoder, src: TokenSource) -> dict:

@@ -6,6 +6,8 @@ index: `tl_clt.labels.text.describe` (plain text), `tl_clt.viz.features.feature_
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tl_clt.errors import InputError
+from tl_clt.errors import IndexMismatchError, InputError
 from tl_clt.labels import store
 from tl_clt.labels.stream import IndexConfig, is_holdout
 from tl_clt.labels.types import (
@@ -37,6 +39,24 @@ from tl_clt.tokenization import separator
 
 #: Index files up to this size are checked whole (SQLite's quick_check) when opened.
 CHECK_BYTES = 256 * 2**20
+
+
+def check_index_for(index: Any, clt: Any) -> None:
+    """`index.check_transcoder(clt)` when both are given (a `ReplacementModel` stands for its
+    transcoder; objects without that method, e.g. test doubles, pass)."""
+    check = getattr(index, "check_transcoder", None)
+    if check is not None and clt is not None:
+        check(getattr(clt, "clt", clt))
+
+
+def clt_fingerprint(clt: Any) -> str:
+    """A hash of a transcoder's config and every weight: what a feature index records of the
+    transcoder it was built for."""
+    h = hashlib.sha256(json.dumps(clt.cfg.to_dict(), sort_keys=True).encode())
+    for name, t in sorted(clt.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 class FeatureIndex:
@@ -72,6 +92,17 @@ class FeatureIndex:
         self.n_layers: int = ident["n_layers"]
         self.n_features: int = ident["n_features"]
         self.n_tokens: int = self.meta["n_tokens"]
+
+    def check_transcoder(self, clt: Any) -> None:
+        """Refuse a transcoder other than the one the index was built for (its labels and
+        examples would describe other features): `IndexMismatchError`."""
+        built, given = self.meta["identity"].get("clt"), clt_fingerprint(clt)
+        if built != given:
+            raise IndexMismatchError(
+                f"{self.path} was built for another transcoder (fingerprint {built}, this one "
+                f"{given}): its labels would name other features. Rebuild it for this "
+                "transcoder (tl-clt label --overwrite) or use the index built for it"
+            )
 
     def __repr__(self) -> str:
         return f"FeatureIndex({str(self.path)!r}, {self.n_layers} layers x {self.n_features} features, {self.n_tokens} tokens)"

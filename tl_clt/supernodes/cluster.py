@@ -30,6 +30,7 @@ from torch import Tensor
 
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.labels.reader import check_index_for
 from tl_clt.supernodes.grouped import GroupedGraph, Supernode
 
 NodeRef = int | tuple[int, int, int] | str
@@ -69,6 +70,7 @@ def group_supernodes(
         only when no `groups` are given).
     threshold: the largest mean distance (1 − cosine) within a cluster.
     """
+    check_index_for(index, clt)  # an index of another transcoder would misname supernodes
     if min_size < 2:
         raise InputError(f"min_size must be at least 2, got {min_size}")
     if not 0.0 < threshold <= 2.0:

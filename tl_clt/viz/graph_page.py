@@ -29,6 +29,7 @@ import torch
 from tl_clt import prune as P
 from tl_clt.errors import InputError
 from tl_clt.graph import AttributionGraph, NodeKind
+from tl_clt.labels.reader import check_index_for
 from tl_clt.prune import PruneSpec
 from tl_clt.supernodes import GroupedGraph, Supernode, group_supernodes
 from tl_clt.viz.features import feature_payload
@@ -87,6 +88,7 @@ def render_graph(
     max_nodes / max_edges: what the page holds for in-page re-pruning (the size budget);
         max_cards: features whose top contexts are inlined (the most influential first).
     """
+    check_index_for(index, clt)  # an index of another transcoder would mislabel every feature
     data = graph_data(graph, index, supernodes, clt, prune, max_nodes, max_edges, max_cards,
                       n_examples, title)  # fmt: skip
     return GraphPage(
