@@ -113,9 +113,17 @@ def tiny_hf_model(
     """A small random Hugging Face model of a family; norm weights and biases are perturbed so
     that no test passes by accident of an identity norm."""
     config, cls = hf_config(family, n_layers, d_model, n_heads, d_mlp, d_vocab, n_ctx)
+    return random_hf_model(cls, config, seed)
+
+
+def random_hf_model(cls: Any, config: Any, seed: int = 0, dtype: torch.dtype | None = None):
+    """`cls(config)` with seeded random weights, its norm weights and biases perturbed so that
+    no test passes by accident of an identity norm or a zero bias (eval mode)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
+        if dtype is not None:
+            model = model.to(dtype)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "norm" in name or "ln" in name:
