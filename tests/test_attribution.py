@@ -144,17 +144,23 @@ def clt_without_skip(clt):
     return bare.eval()
 
 
-def check_every_edge(rm: ReplacementModel, clean_rtol: float = 1e-6):
-    """Every edge of the prompt's graph equals the measured intervention, rows sum to the
-    target minus its all-sources-zeroed value, and the clean values match; returns the graph."""
-    graph = attribute(rm, PROMPT, batch_size=64)
+def assert_edges_are_interventions(rm: ReplacementModel, graph):
+    """Every edge of `graph` equals the measured intervention and rows sum to the target minus
+    its all-sources-zeroed value (biases only); returns the target rows and their clean values."""
     targets, M, row_sums, clean = measure(rm, graph)
     A = graph.adjacency[targets].double()
     assert graph.mask(NodeKind.FEATURE).sum() > 50 and M.abs().max() > 1e-3
     torch.testing.assert_close(A, M, rtol=1e-4, atol=1e-9 * float(M.abs().max()))
-    # rows sum to the target's value minus its value with every source zeroed (biases only)
     scale = A.abs().sum(1)
     torch.testing.assert_close(A.sum(1), row_sums, rtol=1e-4, atol=1e-6 * float(scale.max()))
+    return targets, clean
+
+
+def check_every_edge(rm: ReplacementModel, clean_rtol: float = 1e-6):
+    """Every edge of the prompt's graph equals the measured intervention, rows sum to the
+    target minus its all-sources-zeroed value, and the clean values match; returns the graph."""
+    graph = attribute(rm, PROMPT, batch_size=64)
+    targets, clean = assert_edges_are_interventions(rm, graph)
     # the clean values are the graph's feature pre-activations and logit activations
     acts = [graph.nodes[i].activation for i in targets if graph.nodes[i].kind is NodeKind.LOGIT]
     torch.testing.assert_close(

@@ -18,7 +18,7 @@ import pytest
 import torch
 from _families import family_lens
 from conftest import clt_for, get_model
-from test_attribution import PROMPT, measure
+from test_attribution import PROMPT, assert_edges_are_interventions
 
 from tl_clt import (
     AttributionCheckError,
@@ -35,15 +35,6 @@ from tl_clt.splice import CleanRun, Splice, SpliceRun
 def _rm(family: str) -> ReplacementModel:
     lens = family_lens(family)
     return ReplacementModel(lens, clt_for(lens, dtype="float64", scales=True))
-
-
-def _assert_edges_are_interventions(rm: ReplacementModel, graph: AttributionGraph) -> None:
-    targets, M, row_sums, _ = measure(rm, graph)
-    A = graph.adjacency[targets].double()
-    assert graph.mask(NodeKind.FEATURE).sum() > 50 and M.abs().max() > 1e-3
-    torch.testing.assert_close(A, M, rtol=1e-4, atol=1e-9 * float(M.abs().max()))
-    scale = A.abs().sum(1)
-    torch.testing.assert_close(A.sum(1), row_sums, rtol=1e-4, atol=1e-6 * float(scale.max()))
 
 
 # ---------------------------------------------------------------------- F1: patterns
@@ -81,7 +72,7 @@ def test_every_edge_equals_a_real_intervention_on_more_families(family):
     blocks; under 4.x its MLP input has no hook a transcoder reads yet)."""
     rm = _rm(family)
     graph = attribute(rm, PROMPT, batch_size=64)
-    _assert_edges_are_interventions(rm, graph)
+    assert_edges_are_interventions(rm, graph)
     checks = graph.info.checks
     assert checks["logit_error"] < 1e-6 and checks["linearity_error"] < 1e-6
 
@@ -155,7 +146,7 @@ def test_logit_edges_are_direct_effects_under_the_softcap():
     measured = values[:1] - values[1:]
     A = graph.adjacency[graph.indices(NodeKind.LOGIT)][:, sources].double()
     torch.testing.assert_close(A, measured.T, rtol=1e-4, atol=1e-9 * float(measured.abs().max()))
-    _assert_edges_are_interventions(rm, graph)
+    assert_edges_are_interventions(rm, graph)
 
 
 def _direction(node, d_vocab):
@@ -247,7 +238,7 @@ def test_the_check_catches_gpt_neo_without_holding_through_z(monkeypatch):
         ):
             attribute(rm, PROMPT, batch_size=64)
     else:
-        _assert_edges_are_interventions(rm, attribute(rm, PROMPT, batch_size=64))
+        assert_edges_are_interventions(rm, attribute(rm, PROMPT, batch_size=64))
 
 
 def test_the_check_catches_a_softcap_that_is_not_held(monkeypatch):

@@ -174,10 +174,16 @@ def _tl_hook(name: Any, source: Path, field: str, output: bool = False) -> tuple
     return int(match.group(1)), site
 
 
+def _folders(path: Path, weights: str) -> list[Path]:
+    """`path` itself if it holds one transcoder (its cfg.json), else its subfolders holding
+    `weights`, in name order (one per layer)."""
+    if (path / "cfg.json").is_file():
+        return [path]
+    return sorted(d for d in path.iterdir() if (d / weights).is_file())
+
+
 def _read_saelens(path: Path) -> list[_Layer]:
-    folders = [path] if (path / "cfg.json").is_file() else sorted(
-        d for d in path.iterdir() if (d / "sae_weights.safetensors").is_file()
-    )  # fmt: skip
+    folders = _folders(path, "sae_weights.safetensors")
     out = []
     for folder in folders:
         cfg_path = folder / "cfg.json"
@@ -225,9 +231,7 @@ _MODULE = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.mlp$")
 
 
 def _read_sparsify(path: Path) -> list[_Layer]:
-    folders = [path] if (path / "cfg.json").is_file() else sorted(
-        d for d in path.iterdir() if (d / "sae.safetensors").is_file()
-    )  # fmt: skip
+    folders = _folders(path, "sae.safetensors")
     out = []
     for folder in folders:
         cfg_path = folder / "cfg.json"
