@@ -144,3 +144,11 @@ def test_pickle_checkpoints_are_refused_and_never_unpickled(tmp_path):
     with pytest.raises(CheckpointError):
         load_transcoder(folder)
     assert not marker.exists()
+
+
+def test_the_norm_is_folded_only_where_the_mlp_reads_ln2(tmp_path):
+    """OLMo-2 has no pre-MLP norm (its MLP reads the residual stream): folding a norm into
+    sparsify's encoders there would be wrong, so it is refused."""
+    lens = get_model("olmo2", **SHAPE)
+    with pytest.raises(CheckpointError, match="does not read ln2's output"):
+        load_transcoder(PEERS / "sparsify_topk", model=lens)

@@ -390,13 +390,49 @@ def _fold_norm_affine(layers: list[_Layer], model: Any, path: Path) -> None:
         raise CheckpointError(
             f"{path}: {len(layers)} layers of transcoders for a {lens.n_layers}-layer model"
         )
-    for p in layers:
-        norm = lens.model.blocks[p.layer].ln2
-        w = norm.w.detach().float().cpu()
-        b = getattr(norm, "b", None)
-        b = torch.zeros_like(w) if b is None else b.detach().float().cpu()
+    affine = [_ln2_affine(lens, p.layer, path) for p in layers]
+    _check_affine(lens, affine, path)
+    for p, (w, b) in zip(layers, affine):
+        w, b = w.detach().float().cpu(), b.detach().float().cpu()
         p.b_enc = p.b_enc + b @ p.W_enc
         p.W_enc = w[:, None] * p.W_enc
         if p.W_skip is not None:
             p.b_dec = p.b_dec + b @ p.W_skip
             p.W_skip = w[:, None] * p.W_skip
+
+
+def _ln2_affine(lens: Any, layer: int, path: Path) -> tuple[Tensor, Tensor]:
+    """The weight and bias of the norm whose output the MLP reads at `layer`, refused where
+    tl_clt's MLP input there is not that norm's normalised output (parallel blocks sharing
+    ln1, blocks without a pre-MLP norm)."""
+    read = lens.canonical(lens.mlp_in(layer, "ln2.hook_normalized"))
+    name = f"blocks.{layer}.ln2.hook_normalized"
+    norm = getattr(lens.model.blocks[layer], "ln2", None)
+    w = getattr(norm, "w", None)
+    if not lens.has_hook(name) or read != lens.canonical(name) or not isinstance(w, Tensor):
+        raise CheckpointError(
+            f"{path}: the MLP at layer {layer} of {lens.name} does not read ln2's output with a "
+            "weight, so the norm cannot be folded into these transcoders' encoders"
+        )
+    b = getattr(norm, "b", None)
+    return w, torch.zeros_like(w) if not isinstance(b, Tensor) else b
+
+
+def _check_affine(lens: Any, affine: list[tuple[Tensor, Tensor]], path: Path) -> None:
+    """Where the model has a hook on the MLP module's input (TransformerLens 4.x), check on
+    one short forward pass that `n * w + b` is that input at every layer."""
+    names = [f"blocks.{layer}.mlp.hook_in" for layer in range(len(affine))]
+    if not all(lens.has_hook(n) for n in names):
+        return
+    tokens = (torch.arange(4, device=lens.device) % lens.model.cfg.d_vocab)[None]
+    inputs = [lens.mlp_in(layer, "ln2.hook_normalized") for layer in range(len(affine))]
+    with torch.no_grad():
+        _, cache = lens.cache(tokens, inputs + names)
+    for layer, (w, b) in enumerate(affine):
+        x, mlp = cache[inputs[layer]], cache[names[layer]]
+        if not torch.allclose(x * w + b, mlp, rtol=1e-4, atol=1e-5 * float(mlp.abs().max())):
+            raise CheckpointError(
+                f"{path}: at layer {layer} of {lens.name} the MLP's input is not ln2's output "
+                "times its weight plus its bias, so these transcoders cannot be folded onto "
+                "tl_clt's input hook"
+            )
