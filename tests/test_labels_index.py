@@ -272,3 +272,18 @@ def test_an_index_of_another_transcoder_is_refused_where_it_labels_a_graph(tmp_p
                  "--index", str(path), "--out", str(tmp_path / "out")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "built for another transcoder" in err and "Traceback" not in err
+
+
+def test_the_transcoder_fingerprint_follows_in_place_edits():
+    """Remembered between checks, recomputed once a weight is written to or replaced."""
+    from tl_clt.labels.reader import clt_fingerprint
+
+    clt = random_clt(2, 8, n_features=4)
+    first = clt_fingerprint(clt)
+    assert clt_fingerprint(clt) == first
+    with torch.no_grad():
+        clt.W_enc[0, 0, 0] += 1.0
+    edited = clt_fingerprint(clt)
+    assert edited != first
+    clt.load_state_dict(random_clt(2, 8, n_features=4).state_dict())  # back to the same values
+    assert clt_fingerprint(clt) == first

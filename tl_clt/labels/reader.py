@@ -52,11 +52,20 @@ def check_index_for(index: Any, clt: Any) -> None:
 def clt_fingerprint(clt: Any) -> str:
     """A hash of a transcoder's config and every weight: what a feature index records of the
     transcoder it was built for."""
+    state = sorted(clt.state_dict().items())
+    # remembered on the transcoder until a tensor is replaced or written to in place (its
+    # version counter moves): a large transcoder is hashed once, not at every check
+    key = tuple((name, t.data_ptr(), t._version) for name, t in state)
+    cached = getattr(clt, "_tl_clt_fingerprint", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     h = hashlib.sha256(json.dumps(clt.cfg.to_dict(), sort_keys=True).encode())
-    for name, t in sorted(clt.state_dict().items()):
+    for name, t in state:
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
+    digest = h.hexdigest()[:24]
+    object.__setattr__(clt, "_tl_clt_fingerprint", (key, digest))
+    return digest
 
 
 class FeatureIndex:
